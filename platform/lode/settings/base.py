@@ -1,0 +1,243 @@
+"""Settings shared by every environment. Everything that varies is read from the environment
+through lode.settings.env, with defaults that point at the local stack `make up` starts."""
+from pathlib import Path
+
+from kombu import Exchange, Queue
+
+from .env import env_bool, env_int, env_list, env_str, parse_database_url
+
+ROOT_DIR = Path(__file__).resolve().parents[3]
+BASE_DIR = ROOT_DIR / "platform"
+STATE_DIR = Path(env_str("LODE_STATE", str(ROOT_DIR / ".local")))
+
+# An insecure development key; lode.settings.production refuses to start with it.
+INSECURE_SECRET_KEY = "insecure-local-development-key-change-me"
+SECRET_KEY = env_str("LODE_SECRET_KEY", INSECURE_SECRET_KEY)
+DEBUG = env_bool("LODE_DEBUG", False)
+ALLOWED_HOSTS = env_list("LODE_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("LODE_CSRF_TRUSTED_ORIGINS", [])
+
+PG_PORT = env_int("LODE_PG_PORT", 55432)
+REDIS_PORT = env_int("LODE_REDIS_PORT", 56379)
+S3_PORT = env_int("LODE_S3_PORT", 59000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "tenants",
+    "lode.core",
+    "lode.training",
+    "lode.dashboard",
+]
+
+MIDDLEWARE = [
+    "lode.core.observability.RequestIdMiddleware",
+    "lode.core.observability.MetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "lode.core.errors.ApiErrorMiddleware",
+]
+
+ROOT_URLCONF = "lode.urls"
+WSGI_APPLICATION = "lode.wsgi.application"
+ASGI_APPLICATION = "lode.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# The platform connects as lode_app, a role that does not own the tables (row-level security
+# applies to it). Migrations run through the "owner" alias: `manage.py migrate --database owner`.
+DATABASES = {
+    "default": parse_database_url(
+        "DATABASE_URL",
+        env_str("DATABASE_URL", f"postgres://lode_app:lode_app@127.0.0.1:{PG_PORT}/lode"),
+    ).django(),
+    "owner": parse_database_url(
+        "DATABASE_OWNER_URL",
+        env_str("DATABASE_OWNER_URL", f"postgres://lode_owner:lode_owner@127.0.0.1:{PG_PORT}/lode"),
+    ).django(),
+}
+DATABASE_ROUTERS = ["lode.core.db.OwnerMigratesRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "tenants.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "dashboard:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = ROOT_DIR / "staticfiles"
+# Development and tests serve static files straight from the apps' folders.
+WHITENOISE_USE_FINDERS = env_bool("LODE_STATIC_FROM_FINDERS", True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": "lode",
+    }
+}
+
+# Uploads larger than this are streamed to a temporary file instead of held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Object storage (S3 API through boto3) ----------------------------------------------------
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", f"http://127.0.0.1:{S3_PORT}") or None
+S3_BUCKET = env_str("S3_BUCKET", "lode")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+# The local endpoint's (s3rver) fixed credentials; production refuses them.
+INSECURE_S3_ACCESS_KEY_ID = "S3RVER"
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", INSECURE_S3_ACCESS_KEY_ID)
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "S3RVER")
+S3_PRESIGN_TTL_SECONDS = env_int("S3_PRESIGN_TTL_SECONDS", 300)
+S3_MULTIPART_THRESHOLD_BYTES = env_int("S3_MULTIPART_THRESHOLD_BYTES", 8 * 1024 * 1024)
+S3_MULTIPART_CHUNK_BYTES = env_int("S3_MULTIPART_CHUNK_BYTES", 8 * 1024 * 1024)
+ARTIFACT_UPLOAD_MAX_BYTES = env_int("ARTIFACT_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)
+
+# Where workers keep models pulled from the artifact store (a local cache; S3 is the source).
+MODEL_CACHE_DIR = Path(env_str("LODE_MODEL_CACHE", str(STATE_DIR / "models")))
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None  # job state lives in PostgreSQL, not in Celery results
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_QUEUES = [
+    Queue("cpu", Exchange("cpu"), routing_key="cpu"),
+    Queue("gpu", Exchange("gpu"), routing_key="gpu"),
+]
+CELERY_TASK_ROUTES = {
+    "lode.core.*": {"queue": "cpu"},
+}
+# Redis re-delivers an unacknowledged message after this long; long jobs rely on the job
+# reconciler (heartbeats) instead, so keep it above the longest task time limit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_TIME_LIMIT = 6 * 3600
+CELERY_TIMEZONE = "UTC"
+
+# --- Jobs ----------------------------------------------------------------------------------------
+JOB_HEARTBEAT_SECONDS = env_int("LODE_JOB_HEARTBEAT_SECONDS", 10)
+# A running job whose heartbeat is older than this is taken as lost with its worker.
+JOB_HEARTBEAT_TIMEOUT_SECONDS = env_int("LODE_JOB_HEARTBEAT_TIMEOUT_SECONDS", 60)
+# A queued job not started this long after its message was sent is sent again (with back-off).
+JOB_REDISPATCH_AFTER_SECONDS = env_int("LODE_JOB_REDISPATCH_AFTER_SECONDS", 60)
+JOB_MAX_ATTEMPTS = env_int("LODE_JOB_MAX_ATTEMPTS", 3)
+JOB_RECONCILE_EVERY_SECONDS = env_int("LODE_JOB_RECONCILE_EVERY_SECONDS", 15)
+
+# --- API -------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Basic first so an unauthenticated API call is a 401 with a challenge, not a 403.
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "lode.core.pagination.CreatedCursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "lode.core.errors.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lode API",
+    "DESCRIPTION": "From raw vertical data to a fine-tuned generative model serving traffic.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging: one JSON object per line, with the request id -------------------------------------
+LOG_LEVEL = env_str("LODE_LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "lode.core.observability.RequestIdFilter"}},
+    "formatters": {"json": {"()": "lode.core.observability.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# Periodic work, all in one place. Started by `infra/worker.sh beat`.
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-jobs": {
+        "task": "lode.core.reconcile_jobs",
+        "schedule": float(JOB_RECONCILE_EVERY_SECONDS),
+        "options": {"queue": "cpu", "expires": float(JOB_RECONCILE_EVERY_SECONDS)},
+    },
+}
+
+# /metrics: with a token set, Prometheus must send it as a bearer token; without, loopback only.
+METRICS_TOKEN = env_str("LODE_METRICS_TOKEN", "")
+# Set by infra/web.sh for gunicorn's several processes (prometheus_client reads it too).
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")

@@ -1,0 +1,39 @@
+"""Production: secure by default, and refuses to start on the local stack's insecure defaults."""
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import (
+    ALLOWED_HOSTS,
+    DATABASES,
+    INSECURE_S3_ACCESS_KEY_ID,
+    INSECURE_SECRET_KEY,
+    S3_ACCESS_KEY_ID,
+    SECRET_KEY,
+)
+from .env import env_bool, env_int
+
+DEBUG = env_bool("LODE_DEBUG", False)
+
+problems = []
+if DEBUG:
+    problems.append("LODE_DEBUG must be false")
+if SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 50:
+    problems.append("LODE_SECRET_KEY must be set to a random value of at least 50 characters")
+if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
+    problems.append("LODE_ALLOWED_HOSTS must list the site's host names (no '*')")
+for alias, config in DATABASES.items():
+    if config["PASSWORD"] in {"", "lode_app", "lode_owner"}:
+        problems.append(f"the {alias} database URL must carry a real password")
+if S3_ACCESS_KEY_ID == INSECURE_S3_ACCESS_KEY_ID:
+    problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set")
+if problems:
+    raise ImproperlyConfigured("Refusing to start with insecure settings: " + "; ".join(problems))
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("LODE_SECURE_SSL_REDIRECT", True)
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env_int("LODE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True

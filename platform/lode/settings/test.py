@@ -1,0 +1,42 @@
+"""The test suite: its own database, Redis database and bucket, so a running demo is untouched."""
+from .base import *  # noqa: F403
+from .base import DATABASES, PG_PORT, REDIS_PORT
+from .env import env_str, is_set, parse_database_url
+
+DEBUG = False
+TEST_DATABASE_NAME = env_str("LODE_TEST_DATABASE", "lode_test")
+DATABASES = {
+    "default": parse_database_url(
+        "DATABASE_URL",
+        f"postgres://lode_app:lode_app@127.0.0.1:{PG_PORT}/{TEST_DATABASE_NAME}",
+    ).django(),
+    "owner": parse_database_url(
+        "DATABASE_OWNER_URL",
+        f"postgres://lode_owner:lode_owner@127.0.0.1:{PG_PORT}/{TEST_DATABASE_NAME}",
+    ).django(),
+}
+# pytest-django must not create a test_ copy: tests/conftest.py prepares TEST_DATABASE_NAME itself
+# (migrations as the owner role, tests as the application role).
+for alias in DATABASES.values():
+    alias["CONN_MAX_AGE"] = 0
+    alias["TEST"] = {"NAME": TEST_DATABASE_NAME}
+
+REDIS_URL = env_str("LODE_TEST_REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/1")
+CELERY_BROKER_URL = REDIS_URL
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "lode-test",
+    }
+}
+S3_BUCKET = env_str("LODE_TEST_S3_BUCKET", "lode-test")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Short job timings so reconciler behaviour is observable within a test.
+JOB_HEARTBEAT_SECONDS = 1
+assert not is_set("LODE_PRODUCTION"), "test settings must never run in production"
