@@ -49,11 +49,11 @@ def test_multipart_upload_of_a_file_over_16_mb(tmp_path):
     source.write_bytes(payload)
     parts = []
     client = artifacts.s3_client()
-    client.meta.events.register("before-call.s3.UploadPart", lambda **kw: parts.append(kw["params"]["PartNumber"]))
+    client.meta.events.register("before-parameter-build.s3.UploadPart", lambda **kw: parts.append(kw["params"]["PartNumber"]))
     try:
         stored = artifacts.file_put(tenant_id=tenant, key="big/big.bin", path=source)
     finally:
-        client.meta.events.unregister("before-call.s3.UploadPart")
+        client.meta.events.unregister("before-parameter-build.s3.UploadPart")
 
     assert stored.size == len(payload)
     assert sorted(parts) == [1, 2, 3]  # 8 MiB parts
