@@ -37,7 +37,7 @@ bootstrap: models
 demo: bootstrap
 	@bash infra/demo.sh
 
-test: setup-browser up
+test: setup-browser models
 	@bash infra/test.sh
 
 web: bootstrap

@@ -11,6 +11,10 @@ from django.utils import timezone
 class UserManager(BaseUserManager):
     use_in_migrations = True
 
+    def get_by_natural_key(self, username: str):
+        # Emails are stored lower-cased; people type them in any case when they sign in.
+        return self.get(email__iexact=username)
+
     def create_user(self, email: str, password: str | None = None, **extra):
         if not email:
             raise ValueError("email is required")

@@ -24,6 +24,19 @@ def _wait_state(job_id, *states, timeout=30) -> Job:
     )
 
 
+def _create_undelivered_job(worker, tenant, **params) -> Job:
+    """A job whose Celery message never reaches a worker, so a test can play the worker."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    worker.control("cancel_consumer", queue="cpu")
+    try:
+        job = services.job_create(tenant_id=tenant.organization.id, created_by=tenant.user, kind="core.ping", params=params)
+        wait_for(lambda: broker.llen("cpu") > 0, message="the message to reach the broker")
+        broker.delete("cpu")
+    finally:
+        worker.control("add_consumer", queue="cpu")
+    return job
+
+
 def test_job_submitted_through_the_api_runs_on_a_worker_and_succeeds(celery_worker, make_tenant, api_client_for):
     tenant = make_tenant()
     client = api_client_for(tenant.user)
@@ -89,7 +102,7 @@ def test_job_whose_message_was_dropped_is_resent_by_the_reconciler(celery_worker
 
 def test_reconciler_requeues_a_job_whose_worker_died_and_it_resumes_from_its_checkpoint(celery_worker, make_tenant):
     tenant = make_tenant()
-    job = services.job_create(tenant_id=tenant.organization.id, created_by=tenant.user, kind="core.ping", params={"steps": 4})
+    job = _create_undelivered_job(celery_worker, tenant, steps=4)
     # Claim it as a worker that then dies after its second step: the heartbeat stops.
     claimed = services.job_claim(tenant_id=tenant.organization.id, job_id=job.id, worker="dead-host:1", heartbeat_timeout=60)
     assert claimed is not None
@@ -107,9 +120,9 @@ def test_reconciler_requeues_a_job_whose_worker_died_and_it_resumes_from_its_che
     assert "worker lost; requeued" in messages
 
 
-def test_reconciler_fails_a_lost_job_that_used_its_attempts(make_tenant):
+def test_reconciler_fails_a_lost_job_that_used_its_attempts(celery_worker, make_tenant):
     tenant = make_tenant()
-    job = services.job_create(tenant_id=tenant.organization.id, created_by=tenant.user, kind="core.ping")
+    job = _create_undelivered_job(celery_worker, tenant)
     services.job_claim(tenant_id=tenant.organization.id, job_id=job.id, worker="dead-host:1", heartbeat_timeout=60)
     Job.objects.filter(id=job.id).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5), attempts=3)
 
@@ -148,12 +161,48 @@ def test_duplicate_delivery_of_a_finished_job_does_nothing(celery_worker, make_t
     assert again.attempts == done.attempts == 1 and again.finished_at == done.finished_at
 
 
-def test_queued_job_cancelled_before_start_never_runs(make_tenant):
+def test_queued_job_cancelled_before_start_never_runs(celery_worker, make_tenant):
     from lode.core.jobs.runner import job_execute
 
     tenant = make_tenant()
-    job = services.job_create(tenant_id=tenant.organization.id, created_by=tenant.user, kind="core.ping")
+    job = _create_undelivered_job(celery_worker, tenant)
     services.job_cancel(tenant_id=tenant.organization.id, job_id=job.id)
 
     assert job_execute(tenant_id=tenant.organization.id, job_id=job.id) is None
     assert _job(job.id).state == JobState.CANCELLED and _job(job.id).attempts == 0
+
+
+def test_job_whose_worker_is_killed_mid_run_is_requeued_and_resumes_from_its_checkpoint(celery_worker, make_tenant):
+    import os
+    import signal
+    import time
+
+    from tests.conftest import WorkerProcess
+
+    tenant = make_tenant()
+    celery_worker.control("cancel_consumer", queue="cpu")
+    doomed = WorkerProcess(queues="cpu", name="doomed", concurrency=1)
+    try:
+        job = services.job_create(
+            tenant_id=tenant.organization.id, created_by=tenant.user, kind="core.ping",
+            params={"steps": 60, "sleep_seconds": 0.05},
+        )
+        wait_for(lambda: _job(job.id).checkpoint.get("step", 0) >= 5, message="the doomed worker to make progress")
+        os.killpg(doomed.process.pid, signal.SIGKILL)  # the whole worker, as when a node disappears
+        doomed.process.wait(timeout=10)
+        reached = _job(job.id).checkpoint["step"]
+    finally:
+        doomed.stop()
+        celery_worker.control("add_consumer", queue="cpu")
+    assert _job(job.id).state == JobState.RUNNING  # nobody told the database
+    time.sleep(2.5)
+
+    report = jobs_reconcile(heartbeat_timeout_seconds=2)
+
+    assert report.requeued == [str(job.id)]
+    finished = _wait_state(job.id, JobState.SUCCEEDED)
+    assert finished.attempts == 2
+    assert finished.result["resumed_from_step"] >= reached
+    assert finished.worker.split(":")[0] and finished.worker != _job(job.id).events.filter(
+        kind="state", message="running"
+    ).order_by("id").first().data["worker"]
