@@ -46,19 +46,26 @@ def job_create(
         job.full_clean(exclude=["tenant", "created_by"])
         job.save()
         job_event_add(job=job, kind=JobEvent.Kind.STATE, message="queued", data={"state": JobState.QUEUED})
-        job_id = job.id
-        transaction.on_commit(lambda: job_dispatch(job_id=job_id))
+        # The new row needs no re-read: it is queued and nobody else has seen it yet.
+        transaction.on_commit(lambda: _send(job))
     return job
 
 
 def job_dispatch(*, job_id: UUID | str) -> bool:
-    """Sends the Celery message for a queued job. A broker outage is logged, not raised: the job
-    stays queued and the reconciler sends it again."""
-    from lode.core.tasks import run_job
-
+    """Sends the Celery message for a job that is still queued (the reconciler's re-send)."""
     job = Job.objects.only("id", "tenant_id", "kind", "queue", "state").get(id=job_id)
     if job.state != JobState.QUEUED:
         return False
+    return _send(job)
+
+
+def _send(job: Job) -> bool:
+    """Sends the message. A broker outage is logged, not raised: the job stays queued and the
+    reconciler sends it again. dispatched_at is when the send began: for a new job, the moment
+    its transaction committed."""
+    from lode.core.tasks import run_job
+
+    sent_at = timezone.now()
     time_limit = job_kind_get(job.kind).time_limit_seconds
     try:
         run_job.apply_async(
@@ -72,7 +79,7 @@ def job_dispatch(*, job_id: UUID | str) -> bool:
     except Exception:  # the broker's errors are many (kombu, redis, socket); all mean "not sent"
         logger.exception("could not send job %s to queue %s; the reconciler will retry", job.id, job.queue)
         return False
-    Job.objects.filter(id=job.id).update(dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1)
+    Job.objects.filter(id=job.id).update(dispatched_at=sent_at, dispatch_count=F("dispatch_count") + 1)
     return True
 
 

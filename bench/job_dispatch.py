@@ -1,0 +1,603 @@
+"""Job dispatch benchmark: how long a trivial job waits between its commit and a worker starting it,
+and how many such jobs per second the whole path carries, against bare Celery in the same run.
+
+    make up                                    # PostgreSQL, Redis, S3 (bash infra/services.sh up)
+    .venv/bin/python bench/job_dispatch.py     # 200 jobs x 3 rounds
+    .venv/bin/python bench/job_dispatch.py --quick   # 50 jobs x 3 rounds
+
+The script starts its own web server (infra/web.sh, on a free port) and ONE Celery worker for the
+`cpu` queue (infra/worker.sh cpu), and stops both at the end. Both paths use that same worker.
+
+- Lode: a fresh user signs up through the API and signs in once (a session: HTTP Basic would
+  re-hash the password with Argon2 on every request, ~100 ms that is not the job mechanism's);
+  one HTTP client (keep-alive) submits N `core.ping` jobs with POST /api/v1/jobs as fast as it
+  can. Latency per job is Job.started_at - Job.dispatched_at from the database rows:
+  dispatched_at is taken in the job's on-commit callback, just before the Celery message is
+  sent (the moment the transaction committed), started_at when the worker claims the job.
+- Bare Celery: a trivial task on the same app, queue and worker (bench/celery_baseline.py), sent
+  with .delay(); latency is its start time minus the time taken just before .delay().
+  * "interleaved": sent from a second thread during the Lode round, one half-way between each two
+    API submissions, so both paths see the same arrival rate and the same machine load and the
+    latency ratio is the mechanism's overhead, not queueing. This is the baseline of the BENCH line.
+  * "burst": N sent back to back: the bare queue's capacity (throughput).
+Throughput: jobs per second from the first submission to the last job finished.
+Each figure is the median over the rounds of the per-round value.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (str(ROOT / "platform"), str(ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lode.settings.dev")
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+
+TARGET_P50_MS = 100.0
+TARGET_RATIO = 2.0
+TARGET_TEXT = "p50<100ms and overhead<2x bare Celery"
+JOB_KIND = "core.ping"
+WORKER_PREFIX = f"bench-job-dispatch-{os.getpid()}"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stops the process group the service was started in (bash exec's into gunicorn/celery;
+        their children share the group)."""
+        if self.proc.poll() is not None:
+            return
+        pgid = self.proc.pid  # started with start_new_session=True: its own process group
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Children of the group that outlived the leader (prefork children, gunicorn workers).
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_service(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Service:
+    log_path = log_dir / f"{name}.log"
+    handle = open(log_path, "wb")
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    handle.close()
+    return Service(name=name, proc=proc, log_path=log_path)
+
+
+def migrate() -> None:
+    log("migrating the dev database (manage.py migrate --database owner) ...")
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--database", "owner", "--noinput", "-v", "0"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"migrate failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def wait_web(service: Service, base_url: str, timeout: float = 120.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise BenchError(f"the web server exited (code {service.proc.returncode}):\n{tail(service.log_path)}")
+        try:
+            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise BenchError(f"the web server did not answer /healthz in {timeout:.0f}s:\n{tail(service.log_path)}")
+
+
+def cpu_consumers(app) -> dict[str, list[str]]:
+    """Worker node -> its queues, for every worker that answers and consumes `cpu`."""
+    replies = app.control.inspect(timeout=1.5).active_queues() or {}
+    return {
+        node: [q.get("name") for q in queues]
+        for node, queues in replies.items()
+        if any(q.get("name") == "cpu" for q in queues)
+    }
+
+
+def queue_depth(app, queue: str = "cpu") -> int:
+    """Messages waiting in the broker for `queue` (0 when the queue does not exist yet)."""
+    with app.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except Exception:  # kombu raises ChannelError for a queue that does not exist
+            return 0
+
+
+def drain_queue(app, service: Service, timeout: float = 180.0) -> None:
+    """Lets the worker consume messages left in the cpu queue by earlier runs, so they do not
+    land in the measurements."""
+    if not queue_depth(app):
+        return
+    deadline = time.monotonic() + timeout
+    while queue_depth(app):
+        if not service.alive():
+            raise BenchError(f"the worker exited (code {service.proc.returncode}):\n{tail(service.log_path)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"the cpu queue still holds {queue_depth(app)} messages after {timeout:.0f}s")
+        time.sleep(0.2)
+    time.sleep(1.0)  # the last ones are running
+
+
+def wait_worker(service: Service, app, timeout: float = 90.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise BenchError(f"the worker exited (code {service.proc.returncode}):\n{tail(service.log_path)}")
+        for reply in app.control.ping(timeout=0.5) or []:
+            for node in reply:
+                if node.startswith(WORKER_PREFIX + "@"):
+                    return node
+    raise BenchError(f"the worker did not answer a ping in {timeout:.0f}s:\n{tail(service.log_path)}")
+
+
+# --- the two paths ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LodeRound:
+    latencies_ms: list[float]
+    throughput: float
+    post_ms: list[float]
+    commit_to_sent_ms: list[float]  # created_at -> dispatched_at (row built -> committed, send begins)
+    event_latencies_ms: list[float]  # the "queued" event's created_at (the last write before the commit) -> started_at
+    run_ms: list[float]  # started_at -> finished_at, in the worker
+    submit_rate: float
+
+
+@dataclass
+class CeleryRound:
+    latencies_ms: list[float]
+    throughput: float
+    run_ms: list[float]
+
+
+@dataclass
+class Results:
+    lode: list[LodeRound] = field(default_factory=list)
+    paced: list[CeleryRound] = field(default_factory=list)
+    burst: list[CeleryRound] = field(default_factory=list)
+
+
+class LodeClient:
+    def __init__(self, base_url: str):
+        import requests
+
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.tenant_id: str | None = None
+
+    def signup(self) -> None:
+        token = uuid.uuid4().hex[:12]
+        email = f"bench-job-dispatch-{token}@example.com"
+        password = f"Bench-{uuid.uuid4().hex}"
+        organization = f"Bench job_dispatch {token}"
+        response = self.session.post(
+            f"{self.base_url}/api/v1/auth/signup",
+            json={"email": email, "password": password, "organization_name": organization},
+            timeout=30,
+        )
+        if response.status_code == 429:
+            # Sign-up is throttled per client address (20/hour); the benchmark's user then comes
+            # from the same service the endpoint calls.
+            from tenants.services import user_signup
+
+            log("  (sign-up throttled by the API; creating the benchmark user with tenants.services.user_signup)")
+            result = user_signup(email=email, password=password, organization_name=organization)
+            self.tenant_id = str(result.organization.id)
+        elif response.status_code != 201:
+            raise BenchError(f"sign-up failed: HTTP {response.status_code}: {response.text[:500]}")
+        else:
+            self.tenant_id = str(response.json()["organization"]["id"])
+        self._sign_in(email, password)
+        me = self.session.get(f"{self.base_url}/api/v1/auth/me", timeout=30)
+        if me.status_code != 200:
+            raise BenchError(f"GET /api/v1/auth/me failed: HTTP {me.status_code}: {me.text[:500]}")
+
+    def _sign_in(self, email: str, password: str) -> None:
+        """Signs in through the dashboard's login form: the API then sees a session (with CSRF)."""
+        self.session.get(f"{self.base_url}/login/", timeout=30)
+        response = self.session.post(
+            f"{self.base_url}/login/",
+            data={"username": email, "password": password, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]},
+            allow_redirects=False,
+            timeout=30,
+        )
+        if response.status_code != 302:
+            raise BenchError(f"sign-in failed: HTTP {response.status_code}")
+        self.session.headers["X-CSRFToken"] = self.session.cookies["csrftoken"]
+
+    def submit(self) -> str:
+        response = self.session.post(f"{self.base_url}/api/v1/jobs", json={"kind": JOB_KIND, "params": {}}, timeout=60)
+        if response.status_code != 202:
+            raise BenchError(f"POST /api/v1/jobs: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()["id"]
+
+
+def wait_jobs(job_ids: list[str], timeout: float) -> list[dict]:
+    from lode.core.models import Job, JobState
+
+    terminal = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
+    # The owner role reads the rows whatever row-level security the application role is under.
+    jobs = Job.objects.using("owner").filter(id__in=job_ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        done = jobs.filter(state__in=terminal).count()
+        if done == len(job_ids):
+            break
+        if time.monotonic() > deadline:
+            states = sorted(jobs.values_list("state", flat=True))
+            counts = {state: states.count(state) for state in set(states)}
+            raise BenchError(f"only {done} of {len(job_ids)} jobs finished within {timeout:.0f}s: {counts}")
+        time.sleep(0.05)
+    rows = list(jobs.values("id", "state", "error", "created_at", "dispatched_at", "started_at", "finished_at"))
+    failed = [row for row in rows if row["state"] != JobState.SUCCEEDED]
+    if failed:
+        raise BenchError(f"{len(failed)} jobs did not succeed, e.g. {failed[0]['state']}: {failed[0]['error'][:300]}")
+    return rows
+
+
+class InterleavedBaseline(threading.Thread):
+    """Sends the bare-Celery tasks of a round from a second thread, one half-way between each two
+    consecutive API submissions (the Lode job before it has long finished: its worker run is a few
+    tens of ms, a submission a few hundred). Both paths thus see the same arrival rate and the same
+    load on the machine (the web server busy with the next request), and the round takes the
+    time of the Lode submissions only."""
+
+    def __init__(self, n: int):
+        super().__init__(name="bench-baseline-sender", daemon=True)
+        self.n = n
+        self.run_id = uuid.uuid4().hex
+        self.first: float | None = None
+        self.error: BaseException | None = None
+        self._times: queue.Queue[float | None] = queue.Queue()
+
+    def send_at(self, at: float) -> None:
+        self._times.put(at)
+
+    def finish(self) -> None:
+        self._times.put(None)
+        self.join(timeout=60)
+        if self.error is not None:
+            raise BenchError(f"sending the baseline tasks failed: {self.error!r}")
+
+    def run(self) -> None:
+        from bench import celery_baseline
+
+        try:
+            for index in range(self.n):
+                at = self._times.get()
+                if at is None:
+                    return
+                delay = at - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                if self.first is None:
+                    self.first = time.time()
+                celery_baseline.baseline_ping.delay(self.run_id, index, time.time())
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+
+def lode_round(client: LodeClient, n: int, baseline: InterleavedBaseline | None = None) -> LodeRound:
+    """Submits n jobs through the API, one after the other, and waits for them all to succeed.
+    With a baseline sender, schedules one bare task half-way to each next submission."""
+    job_ids: list[str] = []
+    post_ms: list[float] = []
+    first = time.time()
+    for _ in range(n):
+        sent = time.time()
+        job_ids.append(client.submit())
+        answered = time.time()
+        post_ms.append((answered - sent) * 1000)
+        if baseline is not None:
+            baseline.send_at(answered + (answered - sent) / 2)
+    submitted = time.time()
+    rows = wait_jobs(job_ids, timeout=120 + n * 0.5)
+    from lode.core.models import JobEvent
+
+    queued_at = dict(
+        JobEvent.objects.using("owner")
+        .filter(job_id__in=job_ids, kind=JobEvent.Kind.STATE, message="queued")
+        .values_list("job_id", "created_at")
+    )
+    latencies = [(r["started_at"] - r["dispatched_at"]).total_seconds() * 1000 for r in rows]
+    last_finished = max(r["finished_at"] for r in rows).timestamp()
+    return LodeRound(
+        latencies_ms=latencies,
+        throughput=n / (last_finished - first),
+        post_ms=post_ms,
+        commit_to_sent_ms=[(r["dispatched_at"] - r["created_at"]).total_seconds() * 1000 for r in rows if r["dispatched_at"]],
+        run_ms=[(r["finished_at"] - r["started_at"]).total_seconds() * 1000 for r in rows],
+        event_latencies_ms=[
+            (r["started_at"] - queued_at[r["id"]]).total_seconds() * 1000 for r in rows if r["id"] in queued_at
+        ],
+        submit_rate=n / (submitted - first),
+    )
+
+
+def celery_results(run_id: str, n: int, first: float) -> CeleryRound:
+    from bench import celery_baseline
+
+    deadline = time.monotonic() + 120 + n * 0.5
+    while celery_baseline.results_count(run_id) < n:
+        if time.monotonic() > deadline:
+            raise BenchError(f"only {celery_baseline.results_count(run_id)} of {n} baseline tasks ran in time")
+        time.sleep(0.02)
+    records = celery_baseline.results_read(run_id)
+    celery_baseline.results_delete(run_id)
+    latencies = [(started - sent) * 1000 for sent, started, _ in records.values()]
+    last_finished = max(finished for _, _, finished in records.values())
+    return CeleryRound(
+        latencies_ms=latencies,
+        throughput=n / (last_finished - first),
+        run_ms=[(finished - started) * 1000 for _, started, finished in records.values()],
+    )
+
+
+def paced_round(client: LodeClient, n: int) -> tuple[LodeRound, CeleryRound]:
+    baseline = InterleavedBaseline(n)
+    baseline.start()
+    try:
+        lode = lode_round(client, n, baseline)
+    finally:
+        baseline.finish()
+    return lode, celery_results(baseline.run_id, n, baseline.first or time.time())
+
+
+def burst_round(n: int) -> CeleryRound:
+    """n bare tasks sent back to back: the queue's capacity."""
+    from bench import celery_baseline
+
+    run_id = uuid.uuid4().hex
+    first = time.time()
+    for index in range(n):
+        celery_baseline.baseline_ping.delay(run_id, index, time.time())
+    return celery_results(run_id, n, first)
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def report(results: Results, n: int, rounds: int, worker_node: str) -> None:
+    def summary(items, attr="latencies_ms"):
+        return (
+            med([percentile(getattr(r, attr), 50) for r in items]),
+            med([percentile(getattr(r, attr), 95) for r in items]),
+            med([r.throughput for r in items]),
+        )
+
+    lode_p50, lode_p95, lode_tp = summary(results.lode)
+    paced_p50, paced_p95, paced_tp = summary(results.paced)
+    burst_p50, burst_p95, burst_tp = summary(results.burst)
+
+    def p50_of(items, attr: str) -> float:
+        return med([percentile(getattr(r, attr), 50) for r in items])
+
+    def p95_of(items, attr: str) -> float:
+        return med([percentile(getattr(r, attr), 95) for r in items])
+
+    p50_ratio = lode_p50 / paced_p50 if paced_p50 > 0 else float("inf")
+    p95_ratio = lode_p95 / paced_p95 if paced_p95 > 0 else float("inf")
+    log("")
+    log(f"job_dispatch: {n} jobs x {rounds} rounds, one worker {worker_node} (queue cpu); figures are medians of the per-round values")
+    log("latency = from the commit to the worker's start. Lode: Job.started_at - Job.dispatched_at from the DB rows (dispatched_at")
+    log("  is taken in the on-commit callback just before the message is sent; started_at when the worker claims the job).")
+    log("  Celery: the task's start - time.time() taken just before .delay().")
+    log("throughput = jobs / (first submission -> last job finished).")
+    log("")
+    log(f"{'path':<46} {'p50 ms':>8} {'p95 ms':>8} {'jobs/s':>8}")
+    log(f"{'lode: POST /api/v1/jobs -> Job -> worker':<46} {fmt(lode_p50):>8} {fmt(lode_p95):>8} {fmt(lode_tp):>8}")
+    log(f"{'celery .delay(), interleaved (same rate)':<46} {fmt(paced_p50):>8} {fmt(paced_p95):>8} {fmt(paced_tp):>8}")
+    log(f"{'celery .delay(), burst (capacity)':<46} {fmt(burst_p50):>8} {fmt(burst_p95):>8} {fmt(burst_tp):>8}")
+    log(f"ratio lode/celery interleaved: p50 {p50_ratio:.2f}x  p95 {p95_ratio:.2f}x  throughput {lode_tp / paced_tp:.2f}x")
+    log(f"ratio lode/celery burst: throughput {lode_tp / burst_tp:.3f}x")
+    log("")
+    log("where the Lode path's time goes (p50s):")
+    rows = [
+        ("client POST /api/v1/jobs round trip", p50_of(results.lode, "post_ms"),
+         f"one client submits {fmt(med([r.submit_rate for r in results.lode]))} jobs/s"),
+        ("created_at -> dispatched_at (insert, commit)", p50_of(results.lode, "commit_to_sent_ms"),
+         "row built -> transaction committed"),
+        ("'queued' event row -> started_at", p50_of(results.lode, "event_latencies_ms"),
+         f"p95 {fmt(p95_of(results.lode, 'event_latencies_ms'))} ms; the event is the last write before the commit"),
+        ("started_at -> finished_at (in the worker)", p50_of(results.lode, "run_ms"),
+         f"bare task: {p50_of(results.paced, 'run_ms'):.2f} ms"),
+    ]
+    for label, value, note in rows:
+        log(f"  {label:<44} {fmt(value):>7} ms   {note}")
+    for index, (lode, paced, burst) in enumerate(zip(results.lode, results.paced, results.burst), start=1):
+        log(f"  round {index}: lode p50 {fmt(percentile(lode.latencies_ms, 50))} p95 {fmt(percentile(lode.latencies_ms, 95))}"
+            f" {fmt(lode.throughput)}/s | interleaved p50 {fmt(percentile(paced.latencies_ms, 50))}"
+            f" p95 {fmt(percentile(paced.latencies_ms, 95))} {fmt(paced.throughput)}/s"
+            f" | burst p50 {fmt(percentile(burst.latencies_ms, 50))} p95 {fmt(percentile(burst.latencies_ms, 95))}"
+            f" {fmt(burst.throughput)}/s")
+    met = lode_p50 < TARGET_P50_MS and p50_ratio < TARGET_RATIO
+    log(f'BENCH job_dispatch p50_ms={lode_p50:.1f} baseline={paced_p50:.1f} ratio={p50_ratio:.2f} '
+        f'target="{TARGET_TEXT}" met={"yes" if met else "no"}')
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> None:
+    n, rounds = (args.jobs or (50 if args.quick else 200)), args.rounds
+    migrate()
+
+    import django
+
+    django.setup()
+    from lode.celery import app
+
+    import bench.celery_baseline  # noqa: F401  (registers the baseline task on the app)
+
+    others = cpu_consumers(app)
+    if others:
+        log(f"WARNING: other workers consume the cpu queue and will take part of the work: {sorted(others)}")
+
+    depth = queue_depth(app)
+    if depth:
+        log(f"{depth} messages are waiting in the cpu queue; the benchmark's worker drains them before measuring")
+    log_dir = Path(tempfile.mkdtemp(prefix="lode-bench-job-dispatch-"))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env["LODE_WEB_PORT"] = str(port)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(log_dir / "prometheus")  # web.sh empties it: keep it ours
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "platform"), env.get("PYTHONPATH", "")) if p)
+
+    services: list[Service] = []
+    try:
+        log(f"starting the web server on {base_url} and one cpu worker (logs in {log_dir}) ...")
+        web = start_service("web", ["bash", "infra/web.sh"], env, log_dir)
+        services.append(web)
+        worker = start_service(
+            "worker",
+            ["bash", "infra/worker.sh", "cpu", "--include", "bench.celery_baseline", "--loglevel", "WARNING",
+             "-n", f"{WORKER_PREFIX}@%h"],
+            env, log_dir,
+        )
+        services.append(worker)
+        wait_web(web, base_url)
+        node = wait_worker(worker, app)
+        others = {k: v for k, v in cpu_consumers(app).items() if k != node}
+        if others:
+            log(f"WARNING: besides {node}, these workers consume the cpu queue: {sorted(others)}")
+
+        drain_queue(app, worker)
+
+        client = LodeClient(base_url)
+        client.signup()
+
+        log("warming up ...")
+        paced_round(client, 6)
+        burst_round(10)
+
+        results = Results()
+        for index in range(1, rounds + 1):
+            log(f"round {index}/{rounds}: {n} Lode jobs through the API, interleaved with {n} bare Celery tasks,"
+                f" then {n} bare tasks in a burst ...")
+            lode, paced = paced_round(client, n)
+            results.lode.append(lode)
+            results.paced.append(paced)
+            results.burst.append(burst_round(n))
+            for service in services:
+                if not service.alive():
+                    raise BenchError(f"the {service.name} process exited during the run:\n{tail(service.log_path)}")
+        report(results, n, rounds, node)
+    finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for service in reversed(services):
+            service.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="50 jobs per round instead of 200")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs per round (overrides --quick)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians over them (default 3)")
+    args = parser.parse_args()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C raises KeyboardInterrupt even when started in the background (where SIGINT is inherited ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("interrupted; processes stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"job_dispatch benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
