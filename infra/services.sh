@@ -46,8 +46,9 @@ pg_up() {
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LODE_STATE/postgres/server.log" -w -s start \
       -o "-c listen_addresses=127.0.0.1 -p $LODE_PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=${LODE_PG_FSYNC:-off} -c max_connections=200"
   fi
-  # Two roles: lode_owner owns the schema and runs migrations; lode_app is what the platform
-  # connects as. It does not own the tables, so row-level security applies to it.
+  # Three roles: lode_owner owns the schema and runs migrations; lode_app is what the platform
+  # connects as (it does not own the tables, so row-level security applies to it); lode_system
+  # bypasses row-level security for the few platform tasks that span tenants.
   as_postgres "$PG_BIN/psql" -q -h "$PG_SOCK" -p "$LODE_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
 DO $$
 BEGIN
@@ -56,6 +57,10 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lode_app') THEN
     CREATE ROLE lode_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD 'lode_app';
+  END IF;
+  -- Platform maintenance that spans tenants (the job reconciler, metrics) and nothing else.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lode_system') THEN
+    CREATE ROLE lode_system LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS PASSWORD 'lode_system';
   END IF;
 END
 $$;

@@ -1,19 +1,68 @@
-"""Which tenant a request acts for. Resolved once per request; views never pick it themselves."""
+"""Which tenant a request acts for, and with which rights. Resolved once per request, from the
+API key or from the signed-in user's current organization; it also sets the transaction's
+row-level-security context. Views never pick a tenant themselves."""
 from __future__ import annotations
 
-from .models import Membership, Organization
+from dataclasses import dataclass
+
+from .db_context import db_tenant_set
+from .models import ApiKey, Membership, Organization, User
+from .permissions import ROLE_PERMISSIONS
+
+SESSION_ORGANIZATION_KEY = "lode_organization_id"
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    tenant: Organization | None
+    user: User | None
+    api_key: ApiKey | None
+    role: str | None
+    permissions: frozenset[str]
+
+
+def _remember(request, access: TenantAccess) -> TenantAccess:
+    request.tenant_access = access
+    inner = getattr(request, "_request", None)  # DRF's Request wraps Django's HttpRequest
+    if inner is not None:
+        inner.tenant_access = access
+    return access
+
+
+def access_for_user(request, user: User) -> TenantAccess:
+    """The signed-in user's access: their chosen organization (session), else their first one."""
+    db_tenant_set(tenant_id=None, user_id=user.pk)
+    memberships = Membership.objects.select_related("organization").filter(user=user).order_by("created_at")
+    session = getattr(request, "session", None)
+    chosen = session.get(SESSION_ORGANIZATION_KEY) if session is not None else None
+    membership = None
+    if chosen:
+        membership = memberships.filter(organization_id=chosen).first()
+    membership = membership or memberships.first()
+    if membership is None:
+        return _remember(request, TenantAccess(None, user, None, None, frozenset()))
+    db_tenant_set(tenant_id=membership.organization_id, user_id=user.pk)
+    return _remember(
+        request,
+        TenantAccess(membership.organization, user, None, membership.role, ROLE_PERMISSIONS.get(membership.role, frozenset())),
+    )
+
+
+def access_for_api_key(request, api_key: ApiKey) -> TenantAccess:
+    db_tenant_set(tenant_id=api_key.tenant_id, user_id=api_key.created_by_id)
+    return _remember(request, TenantAccess(api_key.tenant, None, api_key, None, frozenset(api_key.scopes)))
+
+
+def current_access(request) -> TenantAccess | None:
+    access = getattr(request, "tenant_access", None)
+    if access is not None:
+        return access
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return access_for_user(request, user)
 
 
 def current_tenant_for_request(request) -> Organization | None:
-    cached = getattr(request, "_lode_tenant", False)
-    if cached is not False:
-        return cached
-    tenant = None
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        membership = (
-            Membership.objects.select_related("organization").filter(user=user).order_by("created_at").first()
-        )
-        tenant = membership.organization if membership else None
-    request._lode_tenant = tenant
-    return tenant
+    access = current_access(request)
+    return access.tenant if access is not None else None

@@ -87,3 +87,67 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.organization} as {self.role}"
+
+
+class ApiKey(models.Model):
+    """An organization's API key. The secret is shown once at creation; only its hash is kept.
+    The key reads `lode_sk_<prefix>_<secret>`: the prefix finds the row, the hash proves it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list, help_text='e.g. ["datasets:read", "training:write"]')
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_apikey_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (lode_sk_{self.prefix}_…)"
+
+
+class Invitation(models.Model):
+    """An invitation to join an organization with a role, accepted with an emailed token."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=20, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_invite_tenant_created")]
+
+
+class AuditEvent(models.Model):
+    """Who did what to which object, when, from where. Append-only: a database trigger refuses
+    UPDATE and DELETE. Events before a tenant is known (a failed login) carry no tenant."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    actor_api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    actor_label = models.CharField(max_length=254, blank=True, help_text="e.g. the email a failed login tried")
+    action = models.CharField(max_length=60)
+    target_type = models.CharField(max_length=60, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_audit_tenant_created")]

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from lode.core.errors import PermissionDenied
 
-from .context import current_tenant_for_request
+from .context import current_access
 from .models import Organization
 
 
@@ -28,7 +28,8 @@ class TenantScopedMixin:
 
     @property
     def tenant(self) -> Organization:
-        tenant = current_tenant_for_request(self.request)
+        access = current_access(self.request)
+        tenant = access.tenant if access is not None else None
         if tenant is None:
             raise PermissionDenied("This account does not belong to an organization.")
         return tenant

@@ -25,5 +25,7 @@ class UserOutput(serializers.ModelSerializer):
 
 
 class MeOutput(serializers.Serializer):
-    user = UserOutput()
+    user = UserOutput(allow_null=True, help_text="null when an API key is calling")
     organization = OrganizationOutput(allow_null=True)
+    role = serializers.CharField(allow_null=True)
+    permissions = serializers.ListField(child=serializers.CharField())

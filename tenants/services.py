@@ -1,16 +1,24 @@
 """Writes for users and organizations."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
-from lode.core.errors import Conflict, ValidationFailed
+from lode.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 
-from .models import Membership, Organization, Role, User
+from .db_context import db_lookup_set, tenant_atomic
+from .models import ApiKey, AuditEvent, Membership, Organization, Role, User
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,143 @@ def user_signup(*, email: str, password: str, organization_name: str, full_name:
     organization = Organization(name=organization_name.strip(), slug=_unique_slug(organization_name))
     organization.full_clean()
     organization.save()
-    membership = Membership(user=user, organization=organization, role=Role.OWNER)
-    membership.full_clean()
-    membership.save()
+    with tenant_atomic(organization.id, user_id=user.id):
+        membership = Membership(user=user, organization=organization, role=Role.OWNER)
+        membership.full_clean()
+        membership.save()
+        audit_record(tenant_id=organization.id, action="organization.created", user=user, target=organization)
     return SignupResult(user=user, organization=organization)
+
+
+# --- Audit log ----------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    action: str,
+    tenant_id: UUID | str | None,
+    user: User | None = None,
+    api_key: ApiKey | None = None,
+    actor_label: str = "",
+    target: Any = None,
+    ip: str | None = None,
+    user_agent: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Appends one audit event. Called by the service that does the audited write, in its
+    transaction, so the write and its audit entry land together or not at all."""
+    event = AuditEvent(
+        tenant_id=tenant_id,
+        actor_user=user if getattr(user, "pk", None) else None,
+        actor_api_key=api_key,
+        actor_label=(actor_label or getattr(user, "email", "") or (f"api-key:{api_key.prefix}" if api_key else ""))[:254],
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        ip=ip,
+        user_agent=user_agent[:300],
+        data=data or {},
+    )
+    if tenant_id is None:
+        event.save()
+    else:
+        with tenant_atomic(tenant_id):
+            event.save()
+    return event
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+API_KEY_PREFIX = "lode_sk_"
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str  # the full key; shown to the caller once and never stored
+
+
+def _key_hash(raw_key: str) -> str:
+    # The key carries 240 bits of randomness: a plain SHA-256 cannot be brute-forced, and it lets
+    # every request verify with one hash instead of a deliberately slow password hash.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(
+    *,
+    tenant_id: UUID | str,
+    created_by: User,
+    creator_permissions: frozenset[str],
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    ip: str | None = None,
+) -> CreatedApiKey:
+    from .permissions import ALL_SCOPES
+
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed("name: may not be blank", details={"field": "name"})
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise ValidationFailed(f"scopes: unknown scope {unknown[0]!r}", details={"field": "scopes", "known": list(ALL_SCOPES)})
+    if not scopes:
+        raise ValidationFailed("scopes: at least one scope is required", details={"field": "scopes"})
+    beyond = sorted(set(scopes) - set(creator_permissions))
+    if beyond:
+        raise PermissionDenied(f"A key cannot have {beyond[0]}: your role lacks it.", details={"required": beyond[0]})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("expires_at: must be in the future", details={"field": "expires_at"})
+    prefix = secrets.token_hex(6)
+    raw_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(30)}"
+    with tenant_atomic(tenant_id, user_id=created_by.pk):
+        api_key = ApiKey(
+            tenant_id=tenant_id, name=name[:100], prefix=prefix, secret_hash=_key_hash(raw_key),
+            scopes=sorted(set(scopes)), created_by=created_by, expires_at=expires_at,
+        )
+        api_key.full_clean(exclude=["tenant", "created_by"])
+        api_key.save()
+        audit_record(tenant_id=tenant_id, action="api_key.created", user=created_by, target=api_key, ip=ip,
+                     data={"name": api_key.name, "scopes": api_key.scopes})
+    return CreatedApiKey(api_key=api_key, secret=raw_key)
+
+
+def api_key_revoke(*, tenant_id: UUID | str, api_key_id: UUID | str, by: User | None, ip: str | None = None) -> ApiKey:
+    with tenant_atomic(tenant_id):
+        api_key = ApiKey.objects.select_for_update().filter(tenant_id=tenant_id, id=api_key_id).first()
+        if api_key is None:
+            raise NotFound("API key not found.")
+        if api_key.revoked_at is None:
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+            audit_record(tenant_id=tenant_id, action="api_key.revoked", user=by, target=api_key, ip=ip)
+    return api_key
+
+
+def api_key_authenticate(*, raw_key: str, ip: str | None) -> ApiKey:
+    """Finds the key by its prefix and proves it by hash; 401 for anything else (unknown, wrong,
+    revoked or expired keys all read the same to the caller)."""
+    from rest_framework.exceptions import AuthenticationFailed
+
+    if not raw_key.startswith(API_KEY_PREFIX) or raw_key.count("_") < 3:
+        raise AuthenticationFailed("Invalid API key.")
+    prefix = raw_key[len(API_KEY_PREFIX):].split("_", 1)[0]
+    # The lookup window stays open only until the caller sets the key's tenant (db_tenant_set).
+    db_lookup_set(api_key_prefix=prefix)
+    api_key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _key_hash(raw_key)):
+        raise AuthenticationFailed("Invalid API key.")
+    now = timezone.now()
+    if api_key.revoked_at is not None:
+        raise AuthenticationFailed("This API key was revoked.")
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise AuthenticationFailed("This API key has expired.")
+    return api_key
+
+
+def api_key_touch(*, api_key: ApiKey, ip: str | None) -> None:
+    """Records the key's last use, at most once a minute (authentication stays a read on hot
+    paths). Runs in the request's transaction, after its tenant context was set."""
+    now = timezone.now()
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60 or api_key.last_used_ip != ip:
+        ApiKey.objects.filter(id=api_key.id, tenant_id=api_key.tenant_id).update(last_used_at=now, last_used_ip=ip)

@@ -2,7 +2,6 @@
 application role), the S3 test bucket, and Celery worker processes."""
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -53,7 +52,8 @@ def django_db_setup(django_db_blocker):
 
         app_role = settings.DATABASES["default"]["USER"]
         with connections["owner"].cursor() as cursor:
-            cursor.execute(f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {connections['owner'].ops.quote_name(app_role)}")
+            for role in (app_role, settings.DATABASES["system"]["USER"]):
+                cursor.execute(f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {connections['owner'].ops.quote_name(role)}")
         connections["owner"].close()
 
 
@@ -173,14 +173,53 @@ def make_tenant(db):
     return make
 
 
+def api_key_for(user, *, scopes=None) -> str:
+    """A real API key of the user's (first) organization, with the user's rights by default."""
+    from django.db import transaction
+
+    from tenants.db_context import db_tenant_set
+    from tenants.models import Membership
+    from tenants.permissions import ROLE_PERMISSIONS
+    from tenants.services import api_key_create
+
+    with transaction.atomic():
+        db_tenant_set(tenant_id=None, user_id=user.pk)  # a user may see their own memberships
+        membership = Membership.objects.filter(user=user).order_by("created_at").first()
+    permissions = ROLE_PERMISSIONS[membership.role]
+    created = api_key_create(
+        tenant_id=membership.organization_id, created_by=user, creator_permissions=permissions,
+        name="test", scopes=sorted(scopes if scopes is not None else permissions),
+    )
+    return created.secret
+
+
 @pytest.fixture
 def api_client_for():
     from rest_framework.test import APIClient
 
-    def make(user) -> APIClient:
+    def make(user, *, scopes=None) -> APIClient:
         client = APIClient()
-        token = base64.b64encode(f"{user.email}:{user.raw_password}".encode()).decode()
-        client.credentials(HTTP_AUTHORIZATION=f"Basic {token}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user, scopes=scopes)}")
         return client
 
     return make
+
+
+# Transactional tests that read across tenants use the RLS-bypassing "system" connection too.
+TRANSACTIONAL_WITH_SYSTEM = pytest.mark.django_db(transaction=True, databases=["default", "system"])
+
+
+def system(model):
+    """Reads for assertions across tenants, through the role that bypasses row-level security.
+    Only for transactional tests (that connection cannot see another's open transaction)."""
+    from tenants.db_context import dangerously_all_tenants
+
+    return dangerously_all_tenants(model.objects)
+
+
+def rows(model, tenant_id, **filters) -> list:
+    """Reads for assertions as one tenant, inside that tenant's context (works in any test)."""
+    from tenants.db_context import tenant_atomic
+
+    with tenant_atomic(tenant_id):
+        return list(model.objects.filter(**filters))

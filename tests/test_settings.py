@@ -27,6 +27,7 @@ def test_production_starts_with_real_settings():
             "LODE_ALLOWED_HOSTS": "lode.example.com",
             "DATABASE_URL": "postgres://lode_app:s3cure-app@db.internal:5432/lode",
             "DATABASE_OWNER_URL": "postgres://lode_owner:s3cure-owner@db.internal:5432/lode",
+            "DATABASE_SYSTEM_URL": "postgres://lode_system:s3cure-system@db.internal:5432/lode",
             "S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
             "S3_SECRET_ACCESS_KEY": "example-secret",
         }

@@ -12,6 +12,7 @@ from django.test import override_settings
 from lode.core import artifacts
 from lode.core.errors import NotFound, ValidationFailed
 from lode.core.models import Artifact
+from tests.conftest import TRANSACTIONAL_WITH_SYSTEM, rows, system
 
 
 def _tenant() -> str:
@@ -108,22 +109,21 @@ def test_artifact_api_upload_download_and_delete(make_tenant, api_client_for):
     assert requests.get(download["url"], timeout=10).content == b"label,text\npositive,great\n"
     redirect = client.get(f"/api/v1/artifacts/{body['id']}/download?redirect=1")
     assert redirect.status_code == 302 and "X-Amz-Expires=" in redirect["Location"]
-    key = Artifact.objects.get(id=body["id"]).key
     assert client.get("/api/v1/artifacts").json()["results"][0]["id"] == body["id"]
 
 
-@pytest.mark.django_db(transaction=True)
+@TRANSACTIONAL_WITH_SYSTEM
 def test_artifact_delete_removes_record_and_bytes(make_tenant, api_client_for):
     tenant = make_tenant()
     client = api_client_for(tenant.user)
     upload = io.BytesIO(b"bytes")
     upload.name = "x.txt"
     artifact_id = client.post("/api/v1/artifacts", {"file": upload}, format="multipart").json()["id"]
-    key = Artifact.objects.get(id=artifact_id).key
+    key = system(Artifact).get(id=artifact_id).key
 
     assert client.delete(f"/api/v1/artifacts/{artifact_id}").status_code == 204
 
-    assert not Artifact.objects.filter(id=artifact_id).exists()
+    assert not system(Artifact).filter(id=artifact_id).exists()
     assert not artifacts.object_exists(tenant_id=tenant.organization.id, key=key)
 
 
@@ -152,7 +152,7 @@ def test_upload_over_the_limit_is_a_413_and_leaves_nothing_behind(make_tenant, a
 
     assert response.status_code == 413
     assert response.json()["error"]["details"]["limit_bytes"] == 1024
-    assert Artifact.objects.count() == 0
+    assert rows(Artifact, tenant.organization.id) == []
     assert artifacts.object_list(tenant_id=tenant.organization.id, prefix="artifacts") == []
 
 

@@ -64,7 +64,7 @@ def test_readyz_names_redis_when_it_is_down(client):
     assert response.json()["error"]["details"]["failing"] == ["redis"]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(databases=["default", "system"])
 def test_metrics_expose_request_and_job_counters(client):
     client.get("/healthz")
 
@@ -76,7 +76,7 @@ def test_metrics_expose_request_and_job_counters(client):
     assert "# TYPE lode_jobs gauge" in text
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(databases=["default", "system"])
 def test_metrics_refuse_remote_callers_without_the_token(client):
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
     with override_settings(METRICS_TOKEN="s3cret"):

@@ -8,14 +8,14 @@ from django.utils import timezone
 
 from lode.core.jobs import services
 from lode.core.jobs.reconciler import jobs_reconcile
-from lode.core.models import Job, JobState
-from tests.conftest import wait_for
+from lode.core.models import Job, JobEvent, JobState
+from tests.conftest import TRANSACTIONAL_WITH_SYSTEM, system, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = TRANSACTIONAL_WITH_SYSTEM
 
 
 def _job(job_id) -> Job:
-    return Job.objects.get(id=job_id)
+    return system(Job).get(id=job_id)
 
 
 def _wait_state(job_id, *states, timeout=30) -> Job:
@@ -106,8 +106,8 @@ def test_reconciler_requeues_a_job_whose_worker_died_and_it_resumes_from_its_che
     # Claim it as a worker that then dies after its second step: the heartbeat stops.
     claimed = services.job_claim(tenant_id=tenant.organization.id, job_id=job.id, worker="dead-host:1", heartbeat_timeout=60)
     assert claimed is not None
-    services.job_checkpoint_save(job_id=job.id, worker="dead-host:1", checkpoint={"step": 2})
-    Job.objects.filter(id=job.id).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
+    services.job_checkpoint_save(tenant_id=tenant.organization.id, job_id=job.id, worker="dead-host:1", checkpoint={"step": 2})
+    system(Job).filter(id=job.id).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
 
     report = jobs_reconcile(heartbeat_timeout_seconds=30)
 
@@ -116,7 +116,7 @@ def test_reconciler_requeues_a_job_whose_worker_died_and_it_resumes_from_its_che
     assert finished.attempts == 2
     assert finished.result["resumed_from_step"] == 2
     assert finished.worker != "dead-host:1"
-    messages = list(finished.events.filter(kind="state").values_list("message", flat=True))
+    messages = list(system(JobEvent).filter(job_id=job.id, kind="state").values_list("message", flat=True))
     assert "worker lost; requeued" in messages
 
 
@@ -124,7 +124,7 @@ def test_reconciler_fails_a_lost_job_that_used_its_attempts(celery_worker, make_
     tenant = make_tenant()
     job = _create_undelivered_job(celery_worker, tenant)
     services.job_claim(tenant_id=tenant.organization.id, job_id=job.id, worker="dead-host:1", heartbeat_timeout=60)
-    Job.objects.filter(id=job.id).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5), attempts=3)
+    system(Job).filter(id=job.id).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5), attempts=3)
 
     report = jobs_reconcile(heartbeat_timeout_seconds=30, max_attempts=3)
 
@@ -203,6 +203,5 @@ def test_job_whose_worker_is_killed_mid_run_is_requeued_and_resumes_from_its_che
     finished = _wait_state(job.id, JobState.SUCCEEDED)
     assert finished.attempts == 2
     assert finished.result["resumed_from_step"] >= reached
-    assert finished.worker.split(":")[0] and finished.worker != _job(job.id).events.filter(
-        kind="state", message="running"
-    ).order_by("id").first().data["worker"]
+    first_run = system(JobEvent).filter(job_id=job.id, kind="state", message="running").order_by("id").first()
+    assert finished.worker.split(":")[0] and finished.worker != first_run.data["worker"]

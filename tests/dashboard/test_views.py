@@ -43,7 +43,7 @@ def _run(job, progress: float = 0.0, message: str = ""):
     """Moves a queued job to running as a worker would, optionally reporting progress."""
     job_claim(tenant_id=job.tenant_id, job_id=job.id, worker="test-worker", heartbeat_timeout=60)
     if progress:
-        job_progress_set(job_id=job.id, worker="test-worker", progress=progress, message=message)
+        job_progress_set(tenant_id=job.tenant_id, job_id=job.id, worker="test-worker", progress=progress, message=message)
     return job
 
 
@@ -164,7 +164,7 @@ def test_jobs_table_polls_while_a_job_is_active_and_stops_when_all_are_done(ada_
     assert 'hx-get="/jobs/?fragment=jobs-table"' in html and 'hx-trigger="every 2s"' in html
     assert "Running" in html and "42%" in html and "halfway there" in html
 
-    job_fail(job_id=job.id, worker="test-worker", error="disk on fire", code="test")
+    job_fail(tenant_id=job.tenant_id, job_id=job.id, worker="test-worker", error="disk on fire", code="test")
     fragment = ada_client.get(reverse("dashboard:jobs"), {"fragment": "jobs-table"})
     html = fragment.content.decode()
     assert "<html" not in html and 'id="jobs-table"' in html

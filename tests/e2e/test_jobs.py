@@ -34,11 +34,11 @@ def test_jobs_table_follows_progress_and_failure_without_reload(live_server, log
     expect(row).to_contain_text("Running")
     expect(page.locator("#jobs-table")).to_have_attribute("data-polling", "true")
 
-    job_progress_set(job_id=job.id, worker=WORKER, progress=0.5, message="halfway")
+    job_progress_set(tenant_id=job.tenant_id, job_id=job.id, worker=WORKER, progress=0.5, message="halfway")
     expect(row).to_contain_text("50%")
     expect(row).to_contain_text("halfway")
 
-    job_fail(job_id=job.id, worker=WORKER, error="disk on fire", code="test")
+    job_fail(tenant_id=job.tenant_id, job_id=job.id, worker=WORKER, error="disk on fire", code="test")
     expect(row).to_contain_text("Failed")
     expect(row).to_contain_text("disk on fire")
     expect(page.locator("#jobs-table")).to_have_attribute("data-polling", "false")

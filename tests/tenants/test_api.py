@@ -2,6 +2,7 @@
 import pytest
 
 from tenants.models import Membership, Organization, User
+from tests.conftest import rows
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +18,7 @@ def test_signup_creates_user_organization_and_owner_membership(client):
     body = response.json()
     assert body["user"]["email"] == "founder@example.com"
     assert body["organization"]["slug"] == "acme-ai"
-    membership = Membership.objects.get(user__email="founder@example.com")
+    [membership] = rows(Membership, body["organization"]["id"], user__email="founder@example.com")
     assert membership.role == "owner" and membership.organization.name == "Acme AI"
     assert User.objects.get(email="founder@example.com").check_password("a long test password 1")
 
@@ -55,21 +56,30 @@ def test_bad_signup_is_a_400_naming_the_field(client, payload, field):
     assert User.objects.count() == 0 and Organization.objects.count() == 0
 
 
-def test_me_shows_the_user_and_their_organization(make_tenant, api_client_for):
+def test_me_through_an_api_key_shows_the_organization_and_the_keys_rights(make_tenant, api_client_for):
     tenant = make_tenant(organization_name="Vertical Co")
 
-    body = api_client_for(tenant.user).get("/api/v1/auth/me").json()
+    body = api_client_for(tenant.user, scopes=["platform:read"]).get("/api/v1/auth/me").json()
+
+    assert body["user"] is None  # a key acts for its organization, not as a person
+    assert body["organization"]["name"] == "Vertical Co"
+    assert body["permissions"] == ["platform:read"]
+
+
+def test_me_through_the_session_shows_the_user_role_and_permissions(make_tenant, client):
+    tenant = make_tenant(organization_name="Vertical Co")
+    client.force_login(tenant.user)
+
+    body = client.get("/api/v1/auth/me").json()
 
     assert body["user"]["email"] == tenant.user.email
-    assert body["organization"]["name"] == "Vertical Co"
+    assert body["role"] == "owner" and "billing:write" in body["permissions"]
 
 
-def test_wrong_password_is_a_401(make_tenant, client):
-    tenant = make_tenant()
-    import base64
+def test_a_wrong_api_key_is_a_401(make_tenant, client):
+    make_tenant()
 
-    token = base64.b64encode(f"{tenant.user.email}:wrong password".encode()).decode()
-    response = client.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Basic {token}")
+    response = client.get("/api/v1/auth/me", HTTP_AUTHORIZATION="Bearer lode_sk_000000000000_not-a-real-secret")
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"

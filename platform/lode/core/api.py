@@ -28,6 +28,7 @@ from .services import artifact_create, artifact_delete
 
 
 class JobListCreateApi(TenantScopedMixin, generics.GenericAPIView):
+    required_area = "platform"
     serializer_class = JobOutput
 
     def safely_get_queryset(self):
@@ -56,6 +57,7 @@ class JobListCreateApi(TenantScopedMixin, generics.GenericAPIView):
 
 
 class JobDetailApi(TenantScopedMixin, generics.RetrieveAPIView):
+    required_area = "platform"
     serializer_class = JobOutput
     lookup_url_kwarg = "job_id"
 
@@ -64,6 +66,7 @@ class JobDetailApi(TenantScopedMixin, generics.RetrieveAPIView):
 
 
 class JobCancelApi(TenantScopedMixin, APIView):
+    required_area = "platform"
     @extend_schema(request=None, responses={202: JobOutput})
     def post(self, request, job_id):
         job = job_services.job_cancel(tenant_id=self.tenant.id, job_id=job_id)
@@ -71,6 +74,7 @@ class JobCancelApi(TenantScopedMixin, APIView):
 
 
 class JobEventListApi(TenantScopedMixin, generics.ListAPIView):
+    required_area = "platform"
     serializer_class = JobEventOutput
     pagination_class = SequenceCursorPagination
 
@@ -80,6 +84,7 @@ class JobEventListApi(TenantScopedMixin, generics.ListAPIView):
 
 
 class JobKindListApi(APIView):
+    required_area = "platform"
     pagination_class = None
 
     @extend_schema(responses=JobKindOutput(many=True))
@@ -88,6 +93,7 @@ class JobKindListApi(APIView):
 
 
 class ArtifactListCreateApi(TenantScopedMixin, generics.GenericAPIView):
+    required_area = "platform"
     serializer_class = ArtifactOutput
 
     def safely_get_queryset(self):
@@ -115,6 +121,7 @@ class ArtifactListCreateApi(TenantScopedMixin, generics.GenericAPIView):
 
 
 class ArtifactDetailApi(TenantScopedMixin, generics.RetrieveDestroyAPIView):
+    required_area = "platform"
     serializer_class = ArtifactOutput
     lookup_url_kwarg = "artifact_id"
 
@@ -129,6 +136,8 @@ class ArtifactDetailApi(TenantScopedMixin, generics.RetrieveDestroyAPIView):
 
 class ArtifactDownloadApi(TenantScopedMixin, generics.GenericAPIView):
     """A short-lived presigned URL for the artifact's bytes; `?redirect=1` answers 302 to it."""
+
+    required_area = "platform"
 
     lookup_url_kwarg = "artifact_id"
     serializer_class = ArtifactDownloadOutput

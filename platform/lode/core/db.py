@@ -24,14 +24,17 @@ class OwnerMigratesRouter:
 
 
 def grant_application_role(*, using: str) -> None:
-    """Gives the application role data rights (never DDL, never ownership) on every table."""
-    app_role = settings.DATABASES["default"]["USER"]
-    if connections[using].settings_dict["USER"] == app_role:
-        return
-    quoted = connections[using].ops.quote_name(app_role)
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}")
-        cursor.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
+    """Gives the application and system roles data rights (never DDL, never ownership) on every
+    table. Append-only tables take UPDATE and DELETE back in their own migrations' triggers."""
+    connection = connections[using]
+    for alias in ("default", "system"):
+        role = settings.DATABASES.get(alias, {}).get("USER")
+        if not role or role == connection.settings_dict["USER"]:
+            continue
+        quoted = connection.ops.quote_name(role)
+        with connection.cursor() as cursor:
+            cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}")
+            cursor.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
 
 
 def on_post_migrate(sender, using: str = "default", **kwargs) -> None:

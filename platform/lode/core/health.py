@@ -7,7 +7,7 @@ import time
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
@@ -18,6 +18,7 @@ from . import artifacts
 from .errors import error_body
 
 
+@transaction.non_atomic_requests
 @require_GET
 def healthz(request):
     return JsonResponse({"status": "ok"})
@@ -36,6 +37,7 @@ def _check_redis() -> None:
         client.close()
 
 
+@transaction.non_atomic_requests
 @require_GET
 def readyz(request):
     checks = {"database": _check_database, "redis": _check_redis, "s3": artifacts.store_ping}
@@ -62,7 +64,10 @@ class _JobStateCollector:
         from .models import Job
 
         family = GaugeMetricFamily("lode_jobs", "Jobs by state and queue", labels=["state", "queue"])
-        for row in Job.objects.values("state", "queue").annotate(n=Count("id")).order_by():
+        from tenants.db_context import dangerously_all_tenants
+
+        # Platform-wide counts, no tenant's rows: the one place metrics read across tenants.
+        for row in dangerously_all_tenants(Job.objects).values("state", "queue").annotate(n=Count("id")).order_by():
             family.add_metric([row["state"], row["queue"]], row["n"])
         yield family
 
@@ -77,6 +82,7 @@ def _metrics_allowed(request) -> bool:
         return False
 
 
+@transaction.non_atomic_requests
 @require_GET
 def metrics(request):
     if not _metrics_allowed(request):

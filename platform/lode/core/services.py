@@ -12,6 +12,8 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 
+from tenants.db_context import tenant_atomic
+
 from . import artifacts
 from .errors import NotFound, PayloadTooLarge, ValidationFailed
 from .models import Artifact
@@ -58,7 +60,7 @@ def artifact_create(
         artifacts.object_delete(tenant_id=tenant_id, key=key)
         raise
     try:
-        with transaction.atomic():
+        with tenant_atomic(tenant_id):
             artifact = Artifact(
                 id=artifact_id,
                 tenant_id=tenant_id,
@@ -78,7 +80,7 @@ def artifact_create(
 
 
 def artifact_delete(*, tenant_id: UUID | str, artifact_id: UUID | str) -> None:
-    with transaction.atomic():
+    with tenant_atomic(tenant_id):
         deleted = Artifact.objects.filter(tenant_id=tenant_id, id=artifact_id).select_for_update().first()
         if deleted is None:
             raise NotFound("Artifact not found.")

@@ -82,11 +82,22 @@ DATABASES = {
         "DATABASE_OWNER_URL",
         env_str("DATABASE_OWNER_URL", f"postgres://lode_owner:lode_owner@127.0.0.1:{PG_PORT}/lode"),
     ).django(),
+    # Bypasses row-level security: only tenants.db_context.dangerously_all_tenants() uses it.
+    "system": parse_database_url(
+        "DATABASE_SYSTEM_URL",
+        env_str("DATABASE_SYSTEM_URL", f"postgres://lode_system:lode_system@127.0.0.1:{PG_PORT}/lode"),
+    ).django(),
 }
+# Each request runs in one transaction, inside which the tenant context is SET LOCAL.
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
 DATABASE_ROUTERS = ["lode.core.db.OwnerMigratesRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "tenants.User"
+AUTHENTICATION_BACKENDS = ["tenants.backends.EmailBackend"]
+LOGIN_MAX_FAILURES_PER_EMAIL = env_int("LODE_LOGIN_MAX_FAILURES_PER_EMAIL", 10)
+LOGIN_MAX_FAILURES_PER_IP = env_int("LODE_LOGIN_MAX_FAILURES_PER_IP", 50)
+LOGIN_LOCKOUT_SECONDS = env_int("LODE_LOGIN_LOCKOUT_SECONDS", 15 * 60)
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -182,12 +193,22 @@ JOB_RECONCILE_EVERY_SECONDS = env_int("LODE_JOB_RECONCILE_EVERY_SECONDS", 15)
 
 # --- API -------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # API keys first: an unauthenticated call is then a 401 with a Bearer challenge.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Basic first so an unauthenticated API call is a 401 with a challenge, not a 403.
-        "rest_framework.authentication.BasicAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "tenants.authentication.ApiKeyAuthentication",
+        "tenants.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every endpoint names its area (required_area); AreaPermission refuses one that does not.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "tenants.permissions.AreaPermission"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "tenants.throttling.ApiKeyRateThrottle",
+        "tenants.throttling.OrganizationRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "api_key": env_str("LODE_RATE_LIMIT_PER_KEY", "1200/min"),
+        "organization": env_str("LODE_RATE_LIMIT_PER_ORGANIZATION", "6000/min"),
+        "anon": env_str("LODE_RATE_LIMIT_ANONYMOUS", "60/min"),
+    },
     "DEFAULT_PAGINATION_CLASS": "lode.core.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -22,7 +22,7 @@ if SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 50:
 if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
     problems.append("LODE_ALLOWED_HOSTS must list the site's host names (no '*')")
 for alias, config in DATABASES.items():
-    if config["PASSWORD"] in {"", "lode_app", "lode_owner"}:
+    if config["PASSWORD"] in {"", "lode_app", "lode_owner", "lode_system"}:
         problems.append(f"the {alias} database URL must carry a real password")
 if S3_ACCESS_KEY_ID == INSECURE_S3_ACCESS_KEY_ID:
     problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set")

@@ -1,6 +1,6 @@
 """The test suite: its own database, Redis database and bucket, so a running demo is untouched."""
 from .base import *  # noqa: F403
-from .base import DATABASES, PG_PORT, REDIS_PORT
+from .base import PG_PORT, REDIS_PORT
 from .env import env_str, is_set, parse_database_url
 
 DEBUG = False
@@ -14,7 +14,12 @@ DATABASES = {
         "DATABASE_OWNER_URL",
         f"postgres://lode_owner:lode_owner@127.0.0.1:{PG_PORT}/{TEST_DATABASE_NAME}",
     ).django(),
+    "system": parse_database_url(
+        "DATABASE_SYSTEM_URL",
+        f"postgres://lode_system:lode_system@127.0.0.1:{PG_PORT}/{TEST_DATABASE_NAME}",
+    ).django(),
 }
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
 # pytest-django must not create a test_ copy: tests/conftest.py prepares TEST_DATABASE_NAME itself
 # (migrations as the owner role, tests as the application role).
 for alias in DATABASES.values():

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lode.core.models import Job, JobState
+from tenants.db_context import dangerously_all_tenants
 
 from . import services
 
@@ -55,17 +56,20 @@ def jobs_reconcile(
     report = ReconcileReport()
 
     # Jobs created in the last few seconds are left alone: their on-commit send may be in flight.
-    queued = Job.objects.filter(state=JobState.QUEUED, created_at__lte=now - timedelta(seconds=min(5, after.total_seconds())))
+    # The scans span tenants; each repair then runs inside its job's own tenant context.
+    queued = dangerously_all_tenants(Job.objects).filter(state=JobState.QUEUED, created_at__lte=now - timedelta(seconds=min(5, after.total_seconds())))
     queued = queued.filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=now - after))
-    for job in queued.only("id", "dispatched_at", "dispatch_count").order_by("created_at")[:limit]:
-        if _redispatch_due(job, now, after) and services.job_dispatch(job_id=job.id):
+    for job in queued.only("id", "tenant_id", "dispatched_at", "dispatch_count").order_by("created_at")[:limit]:
+        if _redispatch_due(job, now, after) and services.job_dispatch(tenant_id=job.tenant_id, job_id=job.id):
             report.redispatched.append(str(job.id))
 
-    stale = Job.objects.filter(state=JobState.RUNNING).filter(
+    stale = dangerously_all_tenants(Job.objects).filter(state=JobState.RUNNING).filter(
         Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - timedelta(seconds=timeout))
     )
-    for job_id in stale.values_list("id", flat=True)[:limit]:
-        outcome = services.job_requeue_lost(job_id=job_id, max_attempts=attempts, heartbeat_timeout=timeout)
+    for tenant_id, job_id in stale.values_list("tenant_id", "id")[:limit]:
+        outcome = services.job_requeue_lost(
+            tenant_id=tenant_id, job_id=job_id, max_attempts=attempts, heartbeat_timeout=timeout
+        )
         if outcome == JobState.QUEUED:
             report.requeued.append(str(job_id))
         elif outcome == JobState.FAILED:

@@ -13,6 +13,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from lode.core.models import Job, JobEvent
 from lode.core.observability import job_id_var
 
 from . import services
@@ -43,38 +44,40 @@ class JobContext:
         if not force and now - self._last_progress_write < 0.5 and fraction < 1:
             return
         self._last_progress_write = now
-        services.job_progress_set(job_id=self.job_id, worker=self.worker, progress=fraction, message=message)
+        services.job_progress_set(
+            tenant_id=self.tenant_id, job_id=self.job_id, worker=self.worker, progress=fraction, message=message
+        )
 
     def metric(self, message: str = "", **values: Any) -> None:
-        from lode.core.models import Job, JobEvent
-
-        job = Job(id=self.job_id, tenant_id=self.tenant_id)
-        services.job_event_add(job=job, kind=JobEvent.Kind.METRIC, message=message, data=values)
+        self._event(JobEvent.Kind.METRIC, message, values)
 
     def log(self, message: str, **data: Any) -> None:
-        from lode.core.models import Job, JobEvent
+        self._event(JobEvent.Kind.LOG, message, data)
 
-        job = Job(id=self.job_id, tenant_id=self.tenant_id)
-        services.job_event_add(job=job, kind=JobEvent.Kind.LOG, message=message, data=data)
+    def _event(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        services.job_event_add(job=Job(id=self.job_id, tenant_id=self.tenant_id), kind=kind, message=message, data=data)
 
     def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint = dict(checkpoint)
-        services.job_checkpoint_save(job_id=self.job_id, worker=self.worker, checkpoint=self.checkpoint)
+        services.job_checkpoint_save(
+            tenant_id=self.tenant_id, job_id=self.job_id, worker=self.worker, checkpoint=self.checkpoint
+        )
 
     def check_cancelled(self, *, every_seconds: float = 1.0) -> None:
         now = time.monotonic()
         if now - self._last_cancel_check < every_seconds:
             return
         self._last_cancel_check = now
-        if services.job_is_cancel_requested(job_id=self.job_id):
+        if services.job_is_cancel_requested(tenant_id=self.tenant_id, job_id=self.job_id):
             raise JobCancelled()
 
 
 class _Heartbeat(threading.Thread):
     """Keeps heartbeat_at fresh while a handler runs, even inside one long step."""
 
-    def __init__(self, *, job_id: UUID, worker: str, every_seconds: float):
+    def __init__(self, *, tenant_id: UUID, job_id: UUID, worker: str, every_seconds: float):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.tenant_id = tenant_id
         self.job_id = job_id
         self.worker = worker
         self.every_seconds = every_seconds
@@ -84,7 +87,7 @@ class _Heartbeat(threading.Thread):
         try:
             while not self._stop_event.wait(self.every_seconds):
                 try:
-                    services.job_heartbeat(job_id=self.job_id, worker=self.worker)
+                    services.job_heartbeat(tenant_id=self.tenant_id, job_id=self.job_id, worker=self.worker)
                 except Exception:  # a database blip must not kill the job; the next beat retries
                     logger.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
         finally:
@@ -110,7 +113,9 @@ def job_execute(*, tenant_id: UUID | str, job_id: UUID | str) -> str | None:
     if job is None:
         return None
     token = job_id_var.set(str(job.id))
-    heartbeat = _Heartbeat(job_id=job.id, worker=worker, every_seconds=settings.JOB_HEARTBEAT_SECONDS)
+    heartbeat = _Heartbeat(
+        tenant_id=job.tenant_id, job_id=job.id, worker=worker, every_seconds=settings.JOB_HEARTBEAT_SECONDS
+    )
     heartbeat.start()
     try:
         ctx = JobContext(
@@ -120,7 +125,7 @@ def job_execute(*, tenant_id: UUID | str, job_id: UUID | str) -> str | None:
             handler = job_kind_get(job.kind).load_handler()
             result = handler(ctx, dict(job.params))
         except JobCancelled:
-            services.job_cancelled(job_id=job.id, worker=worker)
+            services.job_cancelled(tenant_id=job.tenant_id, job_id=job.id, worker=worker)
             return "cancelled"
         except Exception as exc:
             from celery.exceptions import SoftTimeLimitExceeded
@@ -130,9 +135,11 @@ def job_execute(*, tenant_id: UUID | str, job_id: UUID | str) -> str | None:
             else:
                 code, message = "handler_error", f"{type(exc).__name__}: {exc}"
                 logger.exception("job %s (%s) failed", job.id, job.kind)
-            services.job_fail(job_id=job.id, worker=worker, error=message, code=code)
+            services.job_fail(tenant_id=job.tenant_id, job_id=job.id, worker=worker, error=message, code=code)
             return "failed"
-        services.job_succeed(job_id=job.id, worker=worker, result=result if isinstance(result, dict) else {})
+        services.job_succeed(
+            tenant_id=job.tenant_id, job_id=job.id, worker=worker, result=result if isinstance(result, dict) else {}
+        )
         return "succeeded"
     finally:
         heartbeat.stop()

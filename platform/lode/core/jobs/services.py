@@ -10,6 +10,8 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import F
+
+from tenants.db_context import tenant_atomic
 from django.utils import timezone
 
 from lode.core.errors import Conflict
@@ -23,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 def job_event_add(*, job: Job, kind: str, message: str = "", data: dict[str, Any] | None = None) -> JobEvent:
     event = JobEvent(tenant_id=job.tenant_id, job_id=job.id, kind=kind, message=message[:1000], data=data or {})
-    event.save()
+    with tenant_atomic(job.tenant_id):
+        event.save()
     return event
 
 
@@ -34,7 +37,7 @@ def job_create(
     transaction commits, so a worker never sees a job that does not exist yet."""
     job_kind = job_kind_get(kind)
     clean_params = job_kind.validate_params(dict(params or {})) if job_kind.validate_params else dict(params or {})
-    with transaction.atomic():
+    with tenant_atomic(tenant_id):
         job = Job(
             tenant_id=tenant_id,
             created_by=created_by if getattr(created_by, "pk", None) else None,
@@ -51,9 +54,10 @@ def job_create(
     return job
 
 
-def job_dispatch(*, job_id: UUID | str) -> bool:
+def job_dispatch(*, tenant_id: UUID | str, job_id: UUID | str) -> bool:
     """Sends the Celery message for a job that is still queued (the reconciler's re-send)."""
-    job = Job.objects.only("id", "tenant_id", "kind", "queue", "state").get(id=job_id)
+    with tenant_atomic(tenant_id):
+        job = Job.objects.only("id", "tenant_id", "kind", "queue", "state").get(id=job_id)
     if job.state != JobState.QUEUED:
         return False
     return _send(job)
@@ -79,7 +83,8 @@ def _send(job: Job) -> bool:
     except Exception:  # the broker's errors are many (kombu, redis, socket); all mean "not sent"
         logger.exception("could not send job %s to queue %s; the reconciler will retry", job.id, job.queue)
         return False
-    Job.objects.filter(id=job.id).update(dispatched_at=sent_at, dispatch_count=F("dispatch_count") + 1)
+    with tenant_atomic(job.tenant_id):
+        Job.objects.filter(id=job.id).update(dispatched_at=sent_at, dispatch_count=F("dispatch_count") + 1)
     return True
 
 
@@ -103,11 +108,8 @@ def _transition(job: Job, to: str, *, message: str = "", data: dict[str, Any] | 
     return job
 
 
-def _locked(job_id: UUID | str, tenant_id: UUID | str | None = None) -> Job:
-    jobs = Job.objects.select_for_update()
-    if tenant_id is not None:
-        jobs = jobs.filter(tenant_id=tenant_id)
-    return jobs.get(id=job_id)
+def _locked(job_id: UUID | str, tenant_id: UUID | str) -> Job:
+    return Job.objects.select_for_update().filter(tenant_id=tenant_id).get(id=job_id)
 
 
 def job_claim(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, heartbeat_timeout: float) -> Job | None:
@@ -115,7 +117,7 @@ def job_claim(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, heartbe
     or None when there is nothing to do (a duplicate or late message, a cancelled job). A job still
     marked running whose heartbeat stopped is taken over: its worker died."""
     now = timezone.now()
-    with transaction.atomic():
+    with tenant_atomic(tenant_id):
         try:
             job = _locked(job_id, tenant_id)
         except Job.DoesNotExist:
@@ -143,43 +145,45 @@ def job_claim(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, heartbe
         )
 
 
-def job_heartbeat(*, job_id: UUID | str, worker: str) -> bool:
+def job_heartbeat(*, tenant_id: UUID | str, job_id: UUID | str, worker: str) -> bool:
     """Marks the job alive; False when the job is no longer this worker's to run."""
-    return bool(
-        Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(heartbeat_at=timezone.now())
-    )
+    with tenant_atomic(tenant_id):
+        return bool(
+            Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(heartbeat_at=timezone.now())
+        )
 
 
 def job_progress_set(
-    *, job_id: UUID | str, worker: str, progress: float, message: str = "", record_event: bool = True
+    *, tenant_id: UUID | str, job_id: UUID | str, worker: str, progress: float, message: str = "", record_event: bool = True
 ) -> None:
     progress = min(1.0, max(0.0, float(progress)))
-    with transaction.atomic():
+    with tenant_atomic(tenant_id):
         updated = Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(
             progress=progress, progress_message=message[:500], heartbeat_at=timezone.now()
         )
         if updated and record_event:
-            job = Job.objects.only("id", "tenant_id").get(id=job_id)
+            job = Job(id=job_id, tenant_id=tenant_id)
             job_event_add(job=job, kind=JobEvent.Kind.PROGRESS, message=message, data={"progress": progress})
 
 
-def job_checkpoint_save(*, job_id: UUID | str, worker: str, checkpoint: dict[str, Any]) -> None:
-    Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(
-        checkpoint=checkpoint, heartbeat_at=timezone.now()
-    )
+def job_checkpoint_save(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, checkpoint: dict[str, Any]) -> None:
+    with tenant_atomic(tenant_id):
+        Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(
+            checkpoint=checkpoint, heartbeat_at=timezone.now()
+        )
 
 
-def job_succeed(*, job_id: UUID | str, worker: str, result: dict[str, Any]) -> Job | None:
-    with transaction.atomic():
-        job = _locked(job_id)
+def job_succeed(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, result: dict[str, Any]) -> Job | None:
+    with tenant_atomic(tenant_id):
+        job = _locked(job_id, tenant_id)
         if job.state != JobState.RUNNING or job.worker != worker:
             return None  # taken over or cancelled meanwhile: the other outcome stands
         return _transition(job, JobState.SUCCEEDED, message="succeeded", result=result, progress=1.0)
 
 
-def job_fail(*, job_id: UUID | str, worker: str | None, error: str, code: str) -> Job | None:
-    with transaction.atomic():
-        job = _locked(job_id)
+def job_fail(*, tenant_id: UUID | str, job_id: UUID | str, worker: str | None, error: str, code: str) -> Job | None:
+    with tenant_atomic(tenant_id):
+        job = _locked(job_id, tenant_id)
         if job.is_terminal or (worker is not None and job.worker != worker):
             return None
         return _transition(
@@ -187,10 +191,10 @@ def job_fail(*, job_id: UUID | str, worker: str | None, error: str, code: str) -
         )
 
 
-def job_cancelled(*, job_id: UUID | str, worker: str) -> Job | None:
+def job_cancelled(*, tenant_id: UUID | str, job_id: UUID | str, worker: str) -> Job | None:
     """The worker stopped a running job because cancellation was requested."""
-    with transaction.atomic():
-        job = _locked(job_id)
+    with tenant_atomic(tenant_id):
+        job = _locked(job_id, tenant_id)
         if job.state != JobState.RUNNING or job.worker != worker:
             return None
         return _transition(job, JobState.CANCELLED, message="cancelled")
@@ -199,7 +203,7 @@ def job_cancelled(*, job_id: UUID | str, worker: str) -> Job | None:
 def job_cancel(*, tenant_id: UUID | str, job_id: UUID | str) -> Job:
     """A user's cancel: a queued job is cancelled at once; a running one is asked to stop and its
     worker ends it at its next check (within seconds)."""
-    with transaction.atomic():
+    with tenant_atomic(tenant_id):
         try:
             job = _locked(job_id, tenant_id)
         except (Job.DoesNotExist, ValueError):
@@ -217,16 +221,17 @@ def job_cancel(*, tenant_id: UUID | str, job_id: UUID | str) -> Job:
         return job
 
 
-def job_is_cancel_requested(*, job_id: UUID | str) -> bool:
-    return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
+def job_is_cancel_requested(*, tenant_id: UUID | str, job_id: UUID | str) -> bool:
+    with tenant_atomic(tenant_id):
+        return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
 
 
-def job_requeue_lost(*, job_id: UUID | str, max_attempts: int, heartbeat_timeout: float) -> str | None:
+def job_requeue_lost(*, tenant_id: UUID | str, job_id: UUID | str, max_attempts: int, heartbeat_timeout: float) -> str | None:
     """The reconciler's verdict on a running job whose heartbeat stopped: requeue it (it resumes
     from its checkpoint) or, past max_attempts, fail it. Returns the new state or None."""
     now = timezone.now()
-    with transaction.atomic():
-        job = _locked(job_id)
+    with tenant_atomic(tenant_id):
+        job = _locked(job_id, tenant_id)
         if job.state != JobState.RUNNING:
             return None
         if job.heartbeat_at and (now - job.heartbeat_at).total_seconds() <= heartbeat_timeout:
@@ -244,5 +249,5 @@ def job_requeue_lost(*, job_id: UUID | str, max_attempts: int, heartbeat_timeout
             )
             return JobState.FAILED
         _transition(job, JobState.QUEUED, message="worker lost; requeued", data={"worker": job.worker})
-        transaction.on_commit(lambda: job_dispatch(job_id=job.id))
+        transaction.on_commit(lambda: _send(job))
         return JobState.QUEUED

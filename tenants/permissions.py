@@ -1,0 +1,53 @@
+"""Roles, areas and what each role may do; the DRF permission every endpoint declares.
+
+An endpoint names its area (`required_area = "training"`); reads need `<area>:read`, writes
+`<area>:write`. A member's rights come from their role; an API key's from its scopes, which can
+never exceed the rights of the member who created it. A denial is a 403 naming the permission."""
+from __future__ import annotations
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from lode.core.errors import PermissionDenied
+
+from .models import Role
+
+AREAS = ("platform", "datasets", "labeling", "training", "generation", "safety", "billing", "organization", "audit")
+ALL_SCOPES = tuple(f"{area}:{mode}" for area in AREAS for mode in ("read", "write"))
+
+
+def _rw(*areas: str) -> set[str]:
+    return {f"{area}:{mode}" for area in areas for mode in ("read", "write")}
+
+
+# "platform" covers the shared mechanisms (jobs, artifacts); "organization" members, invitations
+# and API keys; "audit" reading the audit log (it is never written through the API).
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Role.OWNER: frozenset(ALL_SCOPES),
+    Role.ADMIN: frozenset(_rw("platform", "datasets", "labeling", "training", "generation", "safety", "organization")
+                          | {"billing:read", "audit:read"}),
+    Role.ENGINEER: frozenset(_rw("platform", "datasets", "labeling", "training", "generation")
+                             | {"safety:read", "organization:read"}),
+    Role.ANNOTATOR: frozenset({"labeling:read", "labeling:write", "organization:read"}),
+    Role.REVIEWER: frozenset(_rw("safety") | {"organization:read"}),
+    Role.BILLING: frozenset(_rw("billing") | {"organization:read"}),
+}
+
+
+def permission_for(*, area: str, method: str) -> str:
+    return f"{area}:{'read' if method in SAFE_METHODS else 'write'}"
+
+
+class AreaPermission(BasePermission):
+    """Checks the view's `required_area` against the member's role or the API key's scopes."""
+
+    def has_permission(self, request, view) -> bool:
+        area = getattr(view, "required_area", None)
+        if area is None:
+            raise PermissionDenied("This endpoint declares no permission; access is refused.")
+        access = getattr(request, "tenant_access", None)
+        if access is None:
+            return False  # not authenticated: DRF answers 401
+        needed = permission_for(area=area, method=request.method)
+        if needed not in access.permissions:
+            raise PermissionDenied(f"Missing permission {needed}.", details={"required": needed})
+        return True
