@@ -66,3 +66,35 @@ def current_access(request) -> TenantAccess | None:
 def current_tenant_for_request(request) -> Organization | None:
     access = current_access(request)
     return access.tenant if access is not None else None
+
+
+def organization_switch(request, *, organization_id) -> Organization:
+    """Makes another of the signed-in user's organizations the one their session acts for."""
+    from lode.core.errors import NotFound
+
+    from .db_context import tenant_atomic
+
+    user = request.user
+    with tenant_atomic(None, user_id=user.pk):
+        membership = (
+            Membership.objects.select_related("organization").filter(user=user, organization_id=organization_id).first()
+            if _is_uuid(organization_id) else None
+        )
+    if membership is None:
+        raise NotFound("Organization not found.")
+    request.session[SESSION_ORGANIZATION_KEY] = str(membership.organization_id)
+    for holder in (request, getattr(request, "_request", None)):
+        if holder is not None and hasattr(holder, "tenant_access"):
+            del holder.tenant_access
+    access_for_user(request, user)
+    return membership.organization
+
+
+def _is_uuid(value) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

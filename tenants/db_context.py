@@ -61,17 +61,19 @@ def db_lookup_set(*, api_key_prefix: str | None = None, invitation_token: str | 
 
 
 @contextmanager
-def tenant_atomic(tenant_id: UUID | str, *, user_id: UUID | str | None = None, using: str = "default") -> Iterator[None]:
-    """A transaction (or savepoint) in which tenant_id's rows are visible. The previous context is
-    restored on the way out, so a nested block for another tenant does not leak into its caller."""
+def tenant_atomic(tenant_id: UUID | str | None, *, user_id: UUID | str | None = None, using: str = "default") -> Iterator[None]:
+    """A transaction (or savepoint) in which tenant_id's rows are visible (with tenant_id=None and
+    a user_id: only that user's own memberships). The previous context is restored on the way
+    out, so a nested block for another tenant does not leak into its caller."""
+    outer = connections[using].in_atomic_block
     with transaction.atomic(using=using):
-        previous = db_context_get(using=using) if connections[using].in_atomic_block else None
+        previous = db_context_get(using=using) if outer else None
         db_tenant_set(tenant_id=tenant_id, user_id=user_id, using=using)
-        try:
-            yield
-        finally:
-            if previous is not None and connections[using].in_atomic_block and not connections[using].needs_rollback:
-                _set(previous, using)
+        yield
+        # On an exception the savepoint's rollback undoes the set_config as well; on success the
+        # caller's context is put back by hand.
+        if previous is not None:
+            _set(previous, using)
 
 
 def dangerously_all_tenants(queryset):

@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from lode.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 
 from .db_context import db_lookup_set, tenant_atomic
-from .models import ApiKey, AuditEvent, Membership, Organization, Role, User
+from .models import ApiKey, AuditEvent, Invitation, Membership, Organization, Role, User
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _key_hash(raw_key: str) -> str:
 def api_key_create(
     *,
     tenant_id: UUID | str,
-    created_by: User,
+    created_by: User | None,
     creator_permissions: frozenset[str],
     name: str,
     scopes: list[str],
@@ -147,10 +147,11 @@ def api_key_create(
         raise ValidationFailed("expires_at: must be in the future", details={"field": "expires_at"})
     prefix = secrets.token_hex(6)
     raw_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(30)}"
-    with tenant_atomic(tenant_id, user_id=created_by.pk):
+    with tenant_atomic(tenant_id, user_id=getattr(created_by, "pk", None)):
         api_key = ApiKey(
             tenant_id=tenant_id, name=name[:100], prefix=prefix, secret_hash=_key_hash(raw_key),
-            scopes=sorted(set(scopes)), created_by=created_by, expires_at=expires_at,
+            scopes=sorted(set(scopes)), created_by=created_by if getattr(created_by, "pk", None) else None,
+            expires_at=expires_at,
         )
         api_key.full_clean(exclude=["tenant", "created_by"])
         api_key.save()
@@ -198,3 +199,151 @@ def api_key_touch(*, api_key: ApiKey, ip: str | None) -> None:
     now = timezone.now()
     if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60 or api_key.last_used_ip != ip:
         ApiKey.objects.filter(id=api_key.id, tenant_id=api_key.tenant_id).update(last_used_at=now, last_used_ip=ip)
+
+
+# --- Invitations and members ------------------------------------------------------------------
+
+INVITATION_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class CreatedInvitation:
+    invitation: Invitation
+    token: str  # emailed once; only its hash is stored
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _role_checked(role: str) -> str:
+    if role not in Role.values:
+        raise ValidationFailed(f"role: must be one of {', '.join(Role.values)}", details={"field": "role"})
+    return role
+
+
+def invitation_create(
+    *, tenant_id: UUID | str, invited_by: User, email: str, role: str, ip: str | None = None
+) -> CreatedInvitation:
+    from django.conf import settings
+    from django.core.mail import send_mail
+    from django.core.validators import validate_email
+
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        raise ValidationFailed("email: enter a valid email address", details={"field": "email"}) from None
+    _role_checked(role)
+    if role == Role.OWNER:
+        raise ValidationFailed("role: owners are not invited; promote a member instead", details={"field": "role"})
+    token = secrets.token_urlsafe(32)
+    with tenant_atomic(tenant_id, user_id=invited_by.pk):
+        if Membership.objects.filter(organization_id=tenant_id, user__email__iexact=email).exists():
+            raise Conflict(f"{email} is already a member.", details={"field": "email"})
+        invitation = Invitation(
+            tenant_id=tenant_id, email=email, role=role, token_hash=_token_hash(token), invited_by=invited_by,
+            expires_at=timezone.now() + INVITATION_TTL,
+        )
+        invitation.full_clean(exclude=["tenant", "invited_by"])
+        invitation.save()
+        audit_record(tenant_id=tenant_id, action="invitation.created", user=invited_by, target=invitation, ip=ip,
+                     data={"email": email, "role": role})
+        organization = Organization.objects.get(id=tenant_id)
+        link = f"{settings.LODE_PUBLIC_URL}/invitations/accept/{token}/"
+        transaction.on_commit(lambda: send_mail(
+            subject=f"You are invited to {organization.name} on Lode",
+            message=f"{invited_by.email} invited you to join {organization.name} as {role}.\n\nAccept: {link}\n\n"
+                    f"The link expires in {INVITATION_TTL.days} days.",
+            from_email=None,
+            recipient_list=[email],
+        ))
+    return CreatedInvitation(invitation=invitation, token=token)
+
+
+def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membership:
+    with tenant_atomic(None, user_id=user.pk):
+        # tenant_atomic restores the caller's context on the way out, closing this lookup window.
+        db_lookup_set(invitation_token=_token_hash(token))
+        invitation = Invitation.objects.select_for_update().filter(token_hash=_token_hash(token)).first()
+        if invitation is None or invitation.revoked_at is not None:
+            raise NotFound("This invitation does not exist or was revoked.")
+        if invitation.accepted_at is not None:
+            raise Conflict("This invitation was already accepted.")
+        if invitation.expires_at <= timezone.now():
+            raise ValidationFailed("This invitation has expired; ask for a new one.", details={"field": "token"})
+        if invitation.email.lower() != user.email.lower():
+            raise PermissionDenied("This invitation was sent to another email address.")
+        with tenant_atomic(invitation.tenant_id, user_id=user.pk):
+            membership, created = Membership.objects.get_or_create(
+                user=user, organization_id=invitation.tenant_id, defaults={"role": invitation.role}
+            )
+            invitation.accepted_at = timezone.now()
+            invitation.accepted_by = user
+            invitation.save(update_fields=["accepted_at", "accepted_by"])
+            audit_record(tenant_id=invitation.tenant_id, action="invitation.accepted", user=user, target=membership, ip=ip,
+                         data={"role": membership.role, "new_member": created})
+    return membership
+
+
+def invitation_revoke(*, tenant_id: UUID | str, invitation_id: UUID | str, by: User | None, ip: str | None = None) -> Invitation:
+    with tenant_atomic(tenant_id):
+        invitation = Invitation.objects.select_for_update().filter(tenant_id=tenant_id, id=invitation_id).first()
+        if invitation is None:
+            raise NotFound("Invitation not found.")
+        if invitation.accepted_at is not None:
+            raise Conflict("This invitation was already accepted.")
+        if invitation.revoked_at is None:
+            invitation.revoked_at = timezone.now()
+            invitation.save(update_fields=["revoked_at"])
+            audit_record(tenant_id=tenant_id, action="invitation.revoked", user=by, target=invitation, ip=ip)
+    return invitation
+
+
+def _membership_locked(tenant_id: UUID | str, membership_id: UUID | str) -> Membership:
+    membership = (
+        Membership.objects.select_for_update().select_related("user").filter(organization_id=tenant_id, id=membership_id).first()
+    )
+    if membership is None:
+        raise NotFound("Member not found.")
+    return membership
+
+
+def _ensure_an_owner_remains(tenant_id: UUID | str, leaving: Membership) -> None:
+    if leaving.role == Role.OWNER and not Membership.objects.filter(
+        organization_id=tenant_id, role=Role.OWNER
+    ).exclude(id=leaving.id).exists():
+        raise Conflict("An organization keeps at least one owner.")
+
+
+def membership_role_change(
+    *, tenant_id: UUID | str, membership_id: UUID | str, role: str, by: User | None, by_role: str, ip: str | None = None
+) -> Membership:
+    _role_checked(role)
+    with tenant_atomic(tenant_id):
+        membership = _membership_locked(tenant_id, membership_id)
+        if Role.OWNER in (role, membership.role) and by_role != Role.OWNER:
+            raise PermissionDenied("Only an owner can grant or take the owner role.", details={"required": "owner"})
+        if membership.role != role:
+            if role != Role.OWNER:
+                _ensure_an_owner_remains(tenant_id, membership)
+            previous = membership.role
+            membership.role = role
+            membership.full_clean()
+            membership.save(update_fields=["role"])
+            audit_record(tenant_id=tenant_id, action="member.role_changed", user=by, target=membership, ip=ip,
+                         data={"email": membership.user.email, "from": previous, "to": role})
+    return membership
+
+
+def membership_remove(
+    *, tenant_id: UUID | str, membership_id: UUID | str, by: User | None, by_role: str, ip: str | None = None
+) -> None:
+    with tenant_atomic(tenant_id):
+        membership = _membership_locked(tenant_id, membership_id)
+        if membership.role == Role.OWNER and by_role != Role.OWNER:
+            raise PermissionDenied("Only an owner can remove an owner.", details={"required": "owner"})
+        _ensure_an_owner_remains(tenant_id, membership)
+        audit_record(tenant_id=tenant_id, action="member.removed", user=by, target=membership, ip=ip,
+                     data={"email": membership.user.email, "role": membership.role})
+        membership.delete()
