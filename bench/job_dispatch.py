@@ -292,8 +292,8 @@ def wait_jobs(job_ids: list[str], timeout: float) -> list[dict]:
     from lode.core.models import Job, JobState
 
     terminal = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
-    # The owner role reads the rows whatever row-level security the application role is under.
-    jobs = Job.objects.using("owner").filter(id__in=job_ids)
+    # The system role (BYPASSRLS) reads the rows whatever tenant they belong to.
+    jobs = Job.objects.using("system").filter(id__in=job_ids)
     deadline = time.monotonic() + timeout
     while True:
         done = jobs.filter(state__in=terminal).count()
@@ -371,7 +371,7 @@ def lode_round(client: LodeClient, n: int, baseline: InterleavedBaseline | None 
     from lode.core.models import JobEvent
 
     queued_at = dict(
-        JobEvent.objects.using("owner")
+        JobEvent.objects.using("system")
         .filter(job_id__in=job_ids, kind=JobEvent.Kind.STATE, message="queued")
         .values_list("job_id", "created_at")
     )

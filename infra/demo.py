@@ -68,10 +68,33 @@ def main() -> None:
         print(f"  {DEMO_EMAIL} exists already; signing in")
     elif response.status_code != 201:
         sys.exit(f"sign-up failed: {response.status_code} {response.text}")
+    step("Sign in and create an API key (its secret is shown once)")
+    browser = requests.Session()
+    browser.get(f"{base}/login/", timeout=10)
+    signed_in = browser.post(
+        f"{base}/login/",
+        data={"username": DEMO_EMAIL, "password": DEMO_PASSWORD, "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+        allow_redirects=False,
+        timeout=10,
+    )
+    if signed_in.status_code != 302:
+        sys.exit(f"sign-in failed: {signed_in.status_code}")
+    browser.headers["X-CSRFToken"] = browser.cookies["csrftoken"]
+    me = browser.get(f"{base}/api/v1/auth/me", timeout=10).json()
+    print(f"  user {me['user']['email']} in organization {me['organization']['name']!r} as {me['role']}")
+    created = browser.post(
+        f"{base}/api/v1/api-keys",
+        json={"name": "demo integration", "scopes": ["platform:read", "platform:write", "organization:read"]},
+        timeout=10,
+    )
+    if created.status_code != 201:
+        sys.exit(f"API key creation failed: {created.status_code} {created.text}")
+    key = created.json()
+    print(f"  key {key['name']!r}: lode_sk_{key['prefix']}_… scopes {', '.join(key['scopes'])}")
     api = requests.Session()
-    api.auth = (DEMO_EMAIL, DEMO_PASSWORD)
-    me = api.get(f"{base}/api/v1/auth/me", timeout=10).json()
-    print(f"  user {me['user']['email']} in organization {me['organization']['name']!r}")
+    api.headers["Authorization"] = f"Bearer {key['secret']}"
+    denied = api.post(f"{base}/api/v1/api-keys", json={"name": "x", "scopes": ["platform:read"]}, timeout=10)
+    print(f"  the key cannot mint keys (no organization:write): {denied.status_code} {denied.json()['error']['message']}")
 
     step("Submit a job; a worker on the cpu queue runs it")
     job = api.post(f"{base}/api/v1/jobs", json={"kind": "core.ping", "params": {"steps": 10, "sleep_seconds": 0.2}}, timeout=10).json()
