@@ -1,7 +1,26 @@
+"""Django admin for platform staff. Tenant-owned rows are read across tenants through the
+RLS-bypassing system connection and are read-only here: changes go through the services."""
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from .models import Membership, Organization, User
+from .db_context import dangerously_all_tenants
+from .models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
+
+
+class PlatformReadOnlyAdmin(admin.ModelAdmin):
+    """Staff see every tenant's rows; nobody edits tenant data from the admin."""
+
+    def get_queryset(self, request):
+        return dangerously_all_tenants(super().get_queryset(request))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(User)
@@ -23,6 +42,24 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(PlatformReadOnlyAdmin):
     list_display = ("user", "organization", "role", "created_at")
     list_filter = ("role",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(PlatformReadOnlyAdmin):
+    list_display = ("name", "prefix", "tenant", "created_at", "last_used_at", "revoked_at")
+    exclude = ("secret_hash",)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(PlatformReadOnlyAdmin):
+    list_display = ("email", "tenant", "role", "created_at", "accepted_at", "revoked_at")
+    exclude = ("token_hash",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(PlatformReadOnlyAdmin):
+    list_display = ("created_at", "tenant", "actor_label", "action", "target_type", "target_id", "ip")
+    list_filter = ("action",)

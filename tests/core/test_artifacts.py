@@ -124,6 +124,9 @@ def test_artifact_delete_removes_record_and_bytes(make_tenant, api_client_for):
     assert client.delete(f"/api/v1/artifacts/{artifact_id}").status_code == 204
 
     assert not system(Artifact).filter(id=artifact_id).exists()
+    from tenants.models import AuditEvent
+
+    assert system(AuditEvent).filter(tenant_id=tenant.organization.id, action="artifact.deleted", target_id=artifact_id).exists()
     assert not artifacts.object_exists(tenant_id=tenant.organization.id, key=key)
 
 

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from tenants.admin import PlatformReadOnlyAdmin
+
 from .models import Artifact, Job, JobEvent
 
 
@@ -9,9 +11,14 @@ class JobEventInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ("kind", "message", "data", "created_at")
 
+    def get_queryset(self, request):
+        from tenants.db_context import dangerously_all_tenants
+
+        return dangerously_all_tenants(super().get_queryset(request))
+
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(PlatformReadOnlyAdmin):
     list_display = ("id", "tenant", "kind", "state", "progress", "attempts", "created_at", "finished_at")
     list_filter = ("state", "kind", "queue")
     search_fields = ("id", "kind")
@@ -23,7 +30,7 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin):
+class ArtifactAdmin(PlatformReadOnlyAdmin):
     list_display = ("name", "tenant", "size", "created_at")
     readonly_fields = [f.name for f in Artifact._meta.fields]
 

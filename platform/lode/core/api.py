@@ -6,6 +6,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.context import current_access
 from tenants.scoping import TenantScopedMixin
 
 from . import artifacts
@@ -130,7 +131,11 @@ class ArtifactDetailApi(TenantScopedMixin, generics.RetrieveDestroyAPIView):
 
     def destroy(self, request, *args, **kwargs):
         artifact = self.get_object()
-        artifact_delete(tenant_id=self.tenant.id, artifact_id=artifact.id)
+        access = current_access(request)
+        artifact_delete(
+            tenant_id=self.tenant.id, artifact_id=artifact.id, by=access.user, api_key=access.api_key,
+            ip=request.META.get("REMOTE_ADDR") or None,
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -79,12 +79,18 @@ def artifact_create(
     return artifact
 
 
-def artifact_delete(*, tenant_id: UUID | str, artifact_id: UUID | str) -> None:
+def artifact_delete(
+    *, tenant_id: UUID | str, artifact_id: UUID | str, by: Any = None, api_key: Any = None, ip: str | None = None
+) -> None:
+    from tenants.services import audit_record
+
     with tenant_atomic(tenant_id):
         deleted = Artifact.objects.filter(tenant_id=tenant_id, id=artifact_id).select_for_update().first()
         if deleted is None:
             raise NotFound("Artifact not found.")
         key = deleted.key
+        audit_record(tenant_id=tenant_id, action="artifact.deleted", user=by, api_key=api_key, target=deleted, ip=ip,
+                     data={"name": deleted.name, "size": deleted.size})
         deleted.delete()
         # Delete the bytes only once the record is gone for good.
         transaction.on_commit(lambda: artifacts.object_delete(tenant_id=tenant_id, key=key))
