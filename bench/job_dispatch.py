@@ -16,9 +16,9 @@ The script starts its own web server (infra/web.sh, on a free port) and ONE Cele
   sent (the moment the transaction committed), started_at when the worker claims the job.
 - Bare Celery: a trivial task on the same app, queue and worker (bench/celery_baseline.py), sent
   with .delay(); latency is its start time minus the time taken just before .delay().
-  * "interleaved": sent from a second thread during the Lode round, one half-way between each two
-    API submissions, so both paths see the same arrival rate and the same machine load and the
-    latency ratio is the mechanism's overhead, not queueing. This is the baseline of the BENCH line.
+  * "same schedule": after each Lode round, N tasks sent at the moments that round's messages were
+    sent (its jobs' dispatched_at, relative to the first), so both paths see the same arrival rate
+    and the latency ratio is the mechanism's overhead, not queueing. The baseline of the BENCH line.
   * "burst": N sent back to back: the bare queue's capacity (throughput).
 Throughput: jobs per second from the first submission to the last job finished.
 Each figure is the median over the rounds of the per-round value.
@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -217,6 +215,7 @@ class LodeRound:
     event_latencies_ms: list[float]  # the "queued" event's created_at (the last write before the commit) -> started_at
     run_ms: list[float]  # started_at -> finished_at, in the worker
     submit_rate: float
+    send_offsets: list[float]  # when each job's message was sent (dispatched_at), seconds after the first
 
 
 @dataclass
@@ -311,61 +310,15 @@ def wait_jobs(job_ids: list[str], timeout: float) -> list[dict]:
     return rows
 
 
-class InterleavedBaseline(threading.Thread):
-    """Sends the bare-Celery tasks of a round from a second thread, one half-way between each two
-    consecutive API submissions (the Lode job before it has long finished: its worker run is a few
-    tens of ms, a submission a few hundred). Both paths thus see the same arrival rate and the same
-    load on the machine (the web server busy with the next request), and the round takes the
-    time of the Lode submissions only."""
-
-    def __init__(self, n: int):
-        super().__init__(name="bench-baseline-sender", daemon=True)
-        self.n = n
-        self.run_id = uuid.uuid4().hex
-        self.first: float | None = None
-        self.error: BaseException | None = None
-        self._times: queue.Queue[float | None] = queue.Queue()
-
-    def send_at(self, at: float) -> None:
-        self._times.put(at)
-
-    def finish(self) -> None:
-        self._times.put(None)
-        self.join(timeout=60)
-        if self.error is not None:
-            raise BenchError(f"sending the baseline tasks failed: {self.error!r}")
-
-    def run(self) -> None:
-        from bench import celery_baseline
-
-        try:
-            for index in range(self.n):
-                at = self._times.get()
-                if at is None:
-                    return
-                delay = at - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                if self.first is None:
-                    self.first = time.time()
-                celery_baseline.baseline_ping.delay(self.run_id, index, time.time())
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-
-def lode_round(client: LodeClient, n: int, baseline: InterleavedBaseline | None = None) -> LodeRound:
-    """Submits n jobs through the API, one after the other, and waits for them all to succeed.
-    With a baseline sender, schedules one bare task half-way to each next submission."""
+def lode_round(client: LodeClient, n: int) -> LodeRound:
+    """Submits n jobs through the API, one after the other, and waits for them all to succeed."""
     job_ids: list[str] = []
     post_ms: list[float] = []
     first = time.time()
     for _ in range(n):
         sent = time.time()
         job_ids.append(client.submit())
-        answered = time.time()
-        post_ms.append((answered - sent) * 1000)
-        if baseline is not None:
-            baseline.send_at(answered + (answered - sent) / 2)
+        post_ms.append((time.time() - sent) * 1000)
     submitted = time.time()
     rows = wait_jobs(job_ids, timeout=120 + n * 0.5)
     from lode.core.models import JobEvent
@@ -377,7 +330,9 @@ def lode_round(client: LodeClient, n: int, baseline: InterleavedBaseline | None 
     )
     latencies = [(r["started_at"] - r["dispatched_at"]).total_seconds() * 1000 for r in rows]
     last_finished = max(r["finished_at"] for r in rows).timestamp()
+    sends = sorted(r["dispatched_at"].timestamp() for r in rows)
     return LodeRound(
+        send_offsets=[t - sends[0] for t in sends],
         latencies_ms=latencies,
         throughput=n / (last_finished - first),
         post_ms=post_ms,
@@ -409,14 +364,20 @@ def celery_results(run_id: str, n: int, first: float) -> CeleryRound:
     )
 
 
-def paced_round(client: LodeClient, n: int) -> tuple[LodeRound, CeleryRound]:
-    baseline = InterleavedBaseline(n)
-    baseline.start()
-    try:
-        lode = lode_round(client, n, baseline)
-    finally:
-        baseline.finish()
-    return lode, celery_results(baseline.run_id, n, baseline.first or time.time())
+def replay_round(offsets: list[float]) -> CeleryRound:
+    """Bare tasks sent on the schedule the Lode round's messages were sent on (its jobs'
+    dispatched_at, relative to the first), after that round has finished: the same arrival rate,
+    with nothing else running."""
+    from bench import celery_baseline
+
+    run_id = uuid.uuid4().hex
+    first = time.time()
+    for index, offset in enumerate(offsets):
+        delay = first + offset - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        celery_baseline.baseline_ping.delay(run_id, index, time.time())
+    return celery_results(run_id, len(offsets), first)
 
 
 def burst_round(n: int) -> CeleryRound:
@@ -470,9 +431,9 @@ def report(results: Results, n: int, rounds: int, worker_node: str) -> None:
     log("")
     log(f"{'path':<46} {'p50 ms':>8} {'p95 ms':>8} {'jobs/s':>8}")
     log(f"{'lode: POST /api/v1/jobs -> Job -> worker':<46} {fmt(lode_p50):>8} {fmt(lode_p95):>8} {fmt(lode_tp):>8}")
-    log(f"{'celery .delay(), interleaved (same rate)':<46} {fmt(paced_p50):>8} {fmt(paced_p95):>8} {fmt(paced_tp):>8}")
+    log(f"{'celery .delay(), same schedule as Lode':<46} {fmt(paced_p50):>8} {fmt(paced_p95):>8} {fmt(paced_tp):>8}")
     log(f"{'celery .delay(), burst (capacity)':<46} {fmt(burst_p50):>8} {fmt(burst_p95):>8} {fmt(burst_tp):>8}")
-    log(f"ratio lode/celery interleaved: p50 {p50_ratio:.2f}x  p95 {p95_ratio:.2f}x  throughput {lode_tp / paced_tp:.2f}x")
+    log(f"ratio lode/celery same schedule: p50 {p50_ratio:.2f}x  p95 {p95_ratio:.2f}x  throughput {lode_tp / paced_tp:.2f}x")
     log(f"ratio lode/celery burst: throughput {lode_tp / burst_tp:.3f}x")
     log("")
     log("where the Lode path's time goes (p50s):")
@@ -490,7 +451,7 @@ def report(results: Results, n: int, rounds: int, worker_node: str) -> None:
         log(f"  {label:<44} {fmt(value):>7} ms   {note}")
     for index, (lode, paced, burst) in enumerate(zip(results.lode, results.paced, results.burst), start=1):
         log(f"  round {index}: lode p50 {fmt(percentile(lode.latencies_ms, 50))} p95 {fmt(percentile(lode.latencies_ms, 95))}"
-            f" {fmt(lode.throughput)}/s | interleaved p50 {fmt(percentile(paced.latencies_ms, 50))}"
+            f" {fmt(lode.throughput)}/s | same-schedule p50 {fmt(percentile(paced.latencies_ms, 50))}"
             f" p95 {fmt(percentile(paced.latencies_ms, 95))} {fmt(paced.throughput)}/s"
             f" | burst p50 {fmt(percentile(burst.latencies_ms, 50))} p95 {fmt(percentile(burst.latencies_ms, 95))}"
             f" {fmt(burst.throughput)}/s")
@@ -552,16 +513,16 @@ def run(args: argparse.Namespace) -> None:
         client.signup()
 
         log("warming up ...")
-        paced_round(client, 6)
+        replay_round(lode_round(client, 6).send_offsets)
         burst_round(10)
 
         results = Results()
         for index in range(1, rounds + 1):
-            log(f"round {index}/{rounds}: {n} Lode jobs through the API, interleaved with {n} bare Celery tasks,"
-                f" then {n} bare tasks in a burst ...")
-            lode, paced = paced_round(client, n)
+            log(f"round {index}/{rounds}: {n} Lode jobs through the API, then {n} bare Celery tasks on the same"
+                f" schedule, then {n} in a burst ...")
+            lode = lode_round(client, n)
             results.lode.append(lode)
-            results.paced.append(paced)
+            results.paced.append(replay_round(lode.send_offsets))
             results.burst.append(burst_round(n))
             for service in services:
                 if not service.alive():

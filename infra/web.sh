@@ -3,7 +3,8 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$LODE_ROOT"
-export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$LODE_STATE/prometheus}"
+# One folder per server: gunicorn's processes share it, and it is emptied at start.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$LODE_STATE/prometheus-$LODE_WEB_PORT}"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 "$PY" manage.py collectstatic --noinput -v 0
 exec "$LODE_VENV/bin/gunicorn" lode.wsgi:application --bind "127.0.0.1:$LODE_WEB_PORT" \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from uuid import UUID
 
 from django.db import connections, transaction
@@ -19,6 +20,11 @@ API_KEY_PREFIX_SETTING = "lode.api_key_prefix"
 INVITATION_SETTING = "lode.invitation_token"
 SETTINGS = (TENANT_SETTING, USER_SETTING, API_KEY_PREFIX_SETTING, INVITATION_SETTING)
 
+# What the enclosing tenant_atomic block is known to have set: (alias, tenant, user). A nested
+# block asking for the same context then skips the settings round trips. Any other change of the
+# settings (db_tenant_set, db_lookup_set) forgets it, so the next block sets them in full.
+_known_context: ContextVar[tuple[str, str, str] | None] = ContextVar("lode_known_db_context", default=None)
+
 
 def _set(values: dict[str, str], using: str) -> None:
     connection = connections[using]
@@ -26,6 +32,7 @@ def _set(values: dict[str, str], using: str) -> None:
         # set_config(..., true) outside a transaction would lapse with the statement: refuse,
         # so a caller cannot believe it is scoped when it is not.
         raise RuntimeError("the tenant context can only be set inside a transaction")
+    _known_context.set(None)
     placeholders = ", ".join("set_config(%s, %s, true)" for _ in values)
     params: list[str] = []
     for name, value in values.items():
@@ -65,11 +72,23 @@ def tenant_atomic(tenant_id: UUID | str | None, *, user_id: UUID | str | None = 
     """A transaction (or savepoint) in which tenant_id's rows are visible (with tenant_id=None and
     a user_id: only that user's own memberships). The previous context is restored on the way
     out, so a nested block for another tenant does not leak into its caller."""
+    tenant = str(tenant_id) if tenant_id else ""
+    known = _known_context.get()
     outer = connections[using].in_atomic_block
+    if outer and known is not None and known[:2] == (using, tenant) and (user_id is None or known[2] == str(user_id)):
+        # Already in this tenant's context (a service called from another service): no savepoint,
+        # no settings round trips; an error fails the enclosing transaction.
+        with transaction.atomic(using=using, savepoint=False):
+            yield
+        return
     with transaction.atomic(using=using):
         previous = db_context_get(using=using) if outer else None
         db_tenant_set(tenant_id=tenant_id, user_id=user_id, using=using)
-        yield
+        token = _known_context.set((using, tenant, str(user_id) if user_id is not None else (previous or {}).get(USER_SETTING, "")))
+        try:
+            yield
+        finally:
+            _known_context.reset(token)
         # On an exception the savepoint's rollback undoes the set_config as well; on success the
         # caller's context is put back by hand.
         if previous is not None:

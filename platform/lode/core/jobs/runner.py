@@ -37,7 +37,8 @@ class JobContext:
         self.attempt = attempt
         self.checkpoint = dict(checkpoint)
         self._last_progress_write = 0.0
-        self._last_cancel_check = 0.0
+        # The claim has just checked for a cancel request; the first check can wait its interval.
+        self._last_cancel_check = time.monotonic()
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         now = time.monotonic()

@@ -46,7 +46,9 @@ def job_create(
             params=clean_params,
             request_id=request_id_var.get() or "",
         )
-        job.full_clean(exclude=["tenant", "created_by"])
+        # The database enforces uniqueness and the check constraints; validating them here would
+        # cost a query (and a savepoint) each on the hot submit path.
+        job.full_clean(exclude=["tenant", "created_by"], validate_unique=False, validate_constraints=False)
         job.save()
         job_event_add(job=job, kind=JobEvent.Kind.STATE, message="queued", data={"state": JobState.QUEUED})
         # The new row needs no re-read: it is queued and nobody else has seen it yet.
