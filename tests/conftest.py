@@ -117,6 +117,10 @@ class WorkerProcess:
 
         return app.control.broadcast(command, arguments=kwargs, destination=[self.name], reply=True, timeout=5)
 
+    def is_idle(self) -> bool:
+        replies = self.control("active")
+        return bool(replies) and not any(tasks for reply in replies for tasks in reply.values())
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -136,12 +140,29 @@ def purge_queues() -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup):
-    """One worker process for the session, consuming both queues."""
+def _celery_worker_process(django_db_setup):
+    """One worker process for the session. It consumes only while a test asks for it (the
+    celery_worker fixture): jobs that other tests create are never run behind their backs, and
+    no job is running when a transactional test empties the tables."""
     purge_queues()
     worker = WorkerProcess(queues="cpu,gpu", name="test")
+    for queue in ("cpu", "gpu"):
+        worker.control("cancel_consumer", queue=queue)
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def celery_worker(_celery_worker_process):
+    worker = _celery_worker_process
+    purge_queues()  # messages left by tests that ran no worker
+    for queue in ("cpu", "gpu"):
+        worker.control("add_consumer", queue=queue)
+    yield worker
+    for queue in ("cpu", "gpu"):
+        worker.control("cancel_consumer", queue=queue)
+    wait_for(worker.is_idle, timeout=30, message="the worker to go idle")
+    purge_queues()
 
 
 def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
@@ -221,5 +242,5 @@ def rows(model, tenant_id, **filters) -> list:
     """Reads for assertions as one tenant, inside that tenant's context (works in any test)."""
     from tenants.db_context import tenant_atomic
 
-    with tenant_atomic(tenant_id):
+    with tenant_atomic(tenant_id, user_id=""):  # no user: only the tenant's rows, not a user's own
         return list(model.objects.filter(**filters))

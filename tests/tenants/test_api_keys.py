@@ -149,23 +149,17 @@ def test_the_audit_log_is_append_only(make_tenant):
 
 
 def test_rate_limit_per_key_is_a_429_with_retry_after(make_tenant, api_client_for):
-    from django.core.cache import cache
+    client = api_client_for(make_tenant().user)  # a fresh key: its counter starts at zero
+    from rest_framework.throttling import SimpleRateThrottle
 
-    cache.clear()
-    client = api_client_for(make_tenant().user)
-    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "api_key": "3/min"}
-    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}):
-        from rest_framework.settings import api_settings
-        from rest_framework.throttling import SimpleRateThrottle
-
-        api_settings.reload()
-        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-        try:
-            statuses = [client.get("/api/v1/jobs").status_code for _ in range(4)]
-            limited = client.get("/api/v1/jobs")
-        finally:
-            api_settings.reload()
-            SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    # DRF reads the rates once, into a class attribute; swap it for this test only.
+    original = SimpleRateThrottle.THROTTLE_RATES
+    SimpleRateThrottle.THROTTLE_RATES = {**original, "api_key": "3/min"}
+    try:
+        statuses = [client.get("/api/v1/jobs").status_code for _ in range(4)]
+        limited = client.get("/api/v1/jobs")
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = original
 
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
     assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
@@ -173,15 +167,14 @@ def test_rate_limit_per_key_is_a_429_with_retry_after(make_tenant, api_client_fo
 
 
 def test_login_is_locked_after_repeated_failures_even_with_the_right_password(make_tenant, client):
-    from django.core.cache import cache
+    import uuid
 
-    cache.clear()
-    tenant = make_tenant(email="target@example.com")
+    email = f"target-{uuid.uuid4().hex[:8]}@example.com"  # its own failure counter
+    tenant = make_tenant(email=email)
     with override_settings(LOGIN_MAX_FAILURES_PER_EMAIL=3):
         for _ in range(3):
-            client.post("/login/", {"username": "target@example.com", "password": "wrong guess"})
-        response = client.post("/login/", {"username": "target@example.com", "password": tenant.user.raw_password})
+            client.post("/login/", {"username": email, "password": "wrong guess"})
+        response = client.post("/login/", {"username": email, "password": tenant.user.raw_password})
 
     assert response.status_code == 200  # the form again, not the redirect of a successful login
     assert "_auth_user_id" not in client.session
-    cache.clear()

@@ -8,7 +8,19 @@ app_name = "dashboard"
 urlpatterns = [
     path("login/", views.DashboardLoginView.as_view(), name="login"),
     path("logout/", views.DashboardLogoutView.as_view(), name="logout"),
+    path("signup/", views.SignupView.as_view(), name="signup"),
     path("", views.HomeView.as_view(), name="home"),
+    path("organizations/switch/", views.OrganizationSwitchView.as_view(), name="organization-switch"),
     path("jobs/", views.JobListView.as_view(), name="jobs"),
     path("jobs/<uuid:job_id>/", views.JobDetailView.as_view(), name="job"),
+    # Organization settings
+    path("settings/members/", views.MembersView.as_view(), name="members"),
+    path("settings/members/<uuid:membership_id>/role/", views.MemberRoleChangeView.as_view(), name="member-role"),
+    path("settings/members/<uuid:membership_id>/remove/", views.MemberRemoveView.as_view(), name="member-remove"),
+    path("settings/invitations/<uuid:invitation_id>/revoke/", views.InvitationRevokeView.as_view(), name="invitation-revoke"),
+    # The link in invitation emails (tenants.services.invitation_create builds it)
+    path("invitations/accept/<str:token>/", views.InvitationAcceptView.as_view(), name="invitation-accept"),
+    path("settings/api-keys/", views.ApiKeysView.as_view(), name="api-keys"),
+    path("settings/api-keys/<uuid:api_key_id>/revoke/", views.ApiKeyRevokeView.as_view(), name="api-key-revoke"),
+    path("settings/audit/", views.AuditLogView.as_view(), name="audit"),
 ]

@@ -28,13 +28,18 @@ for alias in DATABASES.values():
 
 REDIS_URL = env_str("LODE_TEST_REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/1")
 CELERY_BROKER_URL = REDIS_URL
+# The cache (rate limits, login lockouts) lives in its own Redis database, apart from the test
+# broker, and its keys carry the test database's name so concurrent suites do not share counters.
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "lode-test",
+        "LOCATION": env_str("LODE_TEST_CACHE_URL", f"redis://127.0.0.1:{REDIS_PORT}/2"),
+        "KEY_PREFIX": f"lode-test-{TEST_DATABASE_NAME}",
     }
 }
+# Many tests sign in from 127.0.0.1 with wrong passwords on purpose; the per-address lockout is
+# tested with its own override.
+LOGIN_MAX_FAILURES_PER_IP = 10_000
 S3_BUCKET = env_str("LODE_TEST_S3_BUCKET", "lode-test")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

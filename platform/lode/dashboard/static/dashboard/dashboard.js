@@ -1,5 +1,6 @@
 /* Dashboard behaviour on top of htmx: draws loss charts (Chart.js) in content as it is loaded or
-   swapped in by polling, and frees a chart when htmx removes its canvas. */
+   swapped in by polling, and frees a chart when htmx removes its canvas; copy buttons; the
+   organization switcher's submit on change. */
 (function () {
   "use strict";
 
@@ -38,6 +39,36 @@
     var canvases = root.matches && root.matches("canvas[data-loss-chart]") ? [root] : [];
     canvases.push.apply(canvases, root.querySelectorAll("canvas[data-loss-chart]"));
     canvases.forEach(drawLossChart);
+  });
+
+  // Copy buttons: <button data-copy="element-id"> copies that element's text (the new API key).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    var text = source.textContent.trim();
+    var done = function () { button.textContent = "Copied"; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { selectText(source); });
+    } else {
+      selectText(source); // the person copies with the keyboard
+    }
+  });
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  // The organization switcher submits as soon as another organization is picked.
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("select[data-autosubmit]")) {
+      event.target.form.requestSubmit();
+    }
   });
 
   document.addEventListener("htmx:beforeCleanupElement", function (event) {
