@@ -63,6 +63,7 @@ RLS_TABLES = ("core_job", "tenants_apikey", "tenants_membership")
 LOCK_ORDER = ("tenants_apikey", "tenants_membership", "core_job")
 PAGE_SIZE = 50
 ENDPOINT = f"/api/v1/jobs?page_size={PAGE_SIZE}"
+KEY_NAME = "bench auth_overhead"
 TENANT_EMAILS = ("bench-auth-overhead-a@example.com", "bench-auth-overhead-b@example.com")
 LOCK_NAME = "lode.bench.auth_overhead"  # a session advisory lock: one run at a time per database
 THROTTLE_RATE = "1000000/s"  # DRF keeps one timestamp per request in the window: a 1 s window keeps it short
@@ -326,9 +327,9 @@ def tenant_prepare(email: str, label: str, jobs: int) -> Tenant:
     from django.utils import timezone
 
     from lode.core.models import Job, JobState
-    from tenants.models import Membership, Role, User
+    from tenants.models import ApiKey, Membership, Role, User
     from tenants.permissions import ROLE_PERMISSIONS
-    from tenants.services import api_key_create, user_signup
+    from tenants.services import api_key_create, api_key_revoke, user_signup
 
     user = User.objects.filter(email=email).first()
     membership = None
@@ -357,10 +358,13 @@ def tenant_prepare(email: str, label: str, jobs: int) -> Tenant:
                 progress=1.0, created_at=now - timedelta(seconds=index), started_at=now, finished_at=now)
             for index in range(jobs - have)
         ], batch_size=500)
+    # Keys an earlier run could not revoke (it was killed); no other run uses them (rls_lock).
+    for stale in ApiKey.objects.using("system").filter(tenant_id=tenant_id, name__startswith=KEY_NAME, revoked_at__isnull=True):
+        api_key_revoke(tenant_id=tenant_id, api_key_id=stale.id, by=user)
     permissions = ROLE_PERMISSIONS[Role.OWNER]
     created = api_key_create(
         tenant_id=tenant_id, created_by=user, creator_permissions=permissions,
-        name=f"bench auth_overhead {os.getpid()}", scopes=sorted(permissions),
+        name=f"{KEY_NAME} {os.getpid()}", scopes=sorted(permissions),
     )
     return Tenant(
         email=email, user=user, tenant_id=tenant_id, key_id=str(created.api_key.id), key=created.secret,

@@ -58,6 +58,19 @@ def django_db_setup(django_db_blocker):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def fresh_cache_counters():
+    """Rate-limit and lockout counters outlive a run in Redis; each run starts from zero (only
+    its own keys: the prefix names this run's test database)."""
+    import redis
+
+    cache = settings.CACHES["default"]
+    client = redis.Redis.from_url(cache["LOCATION"])
+    for key in client.scan_iter(match=f"{cache['KEY_PREFIX']}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def s3_bucket():
     from lode.core.artifacts import bucket_ensure
 
