@@ -62,9 +62,6 @@ JOBS_PAGE_LIMIT = 50
 JOB_EVENTS_SHOWN = 100
 AUDIT_EVENTS_SHOWN = 200
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# Where the API keys page keeps a just-created key's secret between the POST and the redirected
-# GET, which removes it: the secret is shown on that one page view and never again.
-CREATED_API_KEY_SESSION_KEY = "lode_dashboard_created_api_key"
 
 
 def _ip(request: HttpRequest) -> str | None:
@@ -459,8 +456,8 @@ class InvitationAcceptView(View):
 
 
 class ApiKeysView(TenantPageView):
-    """The organization's API keys. Creating one redirects back here, where the secret is shown
-    on that one view (it is held in the session until then, and removed as it is shown)."""
+    """The organization's API keys. Creating one answers with the page showing the secret, once:
+    it is not stored anywhere, so reloading the list never shows it again."""
 
     template_name = "dashboard/api_keys.html"
     nav_active = "api-keys"
@@ -468,10 +465,7 @@ class ApiKeysView(TenantPageView):
     write_permission = "organization:write"
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        created = request.session.pop(CREATED_API_KEY_SESSION_KEY, None)
-        if not isinstance(created, dict) or created.get("tenant_id") != str(self.tenant.id):
-            created = None
-        return self._no_store(self.render_to_response(self.get_context_data(created=created)))
+        return self._no_store(self.render_to_response(self.get_context_data()))
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         form = ApiKeyCreateForm(request.POST, grantable=self.access.permissions)
@@ -487,11 +481,10 @@ class ApiKeysView(TenantPageView):
                 form_error_from(form, exc, aliases={"expires_at": "expires_on"})
                 status = exc.http_status
             else:
-                request.session[CREATED_API_KEY_SESSION_KEY] = {
-                    "tenant_id": str(self.tenant.id), "id": str(created.api_key.id),
-                    "name": created.api_key.name, "secret": created.secret,
-                }
-                return redirect("dashboard:api-keys")
+                # The secret goes out in this response only: it is never stored, not even in the
+                # session, so no later page (or database dump) can show it.
+                shown = {"id": str(created.api_key.id), "name": created.api_key.name, "secret": created.secret}
+                return self._no_store(self.render_to_response(self.get_context_data(created=shown), status=201))
         return self._no_store(self.render_to_response(self.get_context_data(create_form=form), status=status))
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
