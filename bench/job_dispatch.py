@@ -289,10 +289,11 @@ class LodeClient:
 
 def wait_jobs(job_ids: list[str], timeout: float) -> list[dict]:
     from lode.core.models import Job, JobState
+    from tenants.db_context import dangerously_all_tenants
 
     terminal = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
     # The system role (BYPASSRLS) reads the rows whatever tenant they belong to.
-    jobs = Job.objects.using("system").filter(id__in=job_ids)
+    jobs = dangerously_all_tenants(Job).filter(id__in=job_ids)
     deadline = time.monotonic() + timeout
     while True:
         done = jobs.filter(state__in=terminal).count()
@@ -322,9 +323,10 @@ def lode_round(client: LodeClient, n: int) -> LodeRound:
     submitted = time.time()
     rows = wait_jobs(job_ids, timeout=120 + n * 0.5)
     from lode.core.models import JobEvent
+    from tenants.db_context import dangerously_all_tenants
 
     queued_at = dict(
-        JobEvent.objects.using("system")
+        dangerously_all_tenants(JobEvent)
         .filter(job_id__in=job_ids, kind=JobEvent.Kind.STATE, message="queued")
         .values_list("job_id", "created_at")
     )

@@ -11,7 +11,9 @@ class PlatformReadOnlyAdmin(admin.ModelAdmin):
     """Staff see every tenant's rows; nobody edits tenant data from the admin."""
 
     def get_queryset(self, request):
-        return dangerously_all_tenants(super().get_queryset(request))
+        rows = dangerously_all_tenants(self.model)
+        ordering = self.get_ordering(request)
+        return rows.order_by(*ordering) if ordering else rows
 
     def has_add_permission(self, request):
         return False

@@ -95,7 +95,8 @@ def tenant_atomic(tenant_id: UUID | str | None, *, user_id: UUID | str | None = 
             _set(previous, using)
 
 
-def dangerously_all_tenants(queryset):
-    """The same query through the role that bypasses row-level security. For platform work that
-    must span tenants (the job reconciler, metrics); never for anything a tenant asked for."""
-    return queryset.using("system")
+def dangerously_all_tenants(model):
+    """Every tenant's rows of a model, unscoped and through the role that bypasses row-level
+    security. For platform work that must span tenants (the job reconciler, metrics, staff
+    admin); never for anything a tenant asked for."""
+    return model._base_manager.using("system").all()

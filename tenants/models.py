@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .managers import TenantScopedManager
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
@@ -106,6 +108,8 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
 
+    objects = TenantScopedManager()
+
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_apikey_tenant_created")]
 
@@ -128,6 +132,8 @@ class Invitation(models.Model):
     accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantScopedManager()
+
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_invite_tenant_created")]
 
@@ -148,6 +154,8 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=300, blank=True)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedManager()
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="tenants_audit_tenant_created")]

@@ -182,7 +182,8 @@ def api_key_authenticate(*, raw_key: str, ip: str | None) -> ApiKey:
     prefix = raw_key[len(API_KEY_PREFIX):].split("_", 1)[0]
     # The lookup window stays open only until the caller sets the key's tenant (db_tenant_set).
     db_lookup_set(api_key_prefix=prefix)
-    api_key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    # No tenant is known yet: the unscoped manager, limited by RLS to this one prefix.
+    api_key = ApiKey._base_manager.select_related("tenant").filter(prefix=prefix).first()
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, _key_hash(raw_key)):
         raise AuthenticationFailed("Invalid API key.")
     now = timezone.now()
@@ -265,7 +266,8 @@ def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membe
     with tenant_atomic(None, user_id=user.pk):
         # tenant_atomic restores the caller's context on the way out, closing this lookup window.
         db_lookup_set(invitation_token=_token_hash(token))
-        invitation = Invitation.objects.select_for_update().filter(token_hash=_token_hash(token)).first()
+        # No tenant is known yet: the unscoped manager, limited by RLS to this one token.
+        invitation = Invitation._base_manager.select_for_update().filter(token_hash=_token_hash(token)).first()
         if invitation is None or invitation.revoked_at is not None:
             raise NotFound("This invitation does not exist or was revoked.")
         if invitation.accepted_at is not None:

@@ -248,7 +248,7 @@ def system(model):
     Only for transactional tests (that connection cannot see another's open transaction)."""
     from tenants.db_context import dangerously_all_tenants
 
-    return dangerously_all_tenants(model.objects)
+    return dangerously_all_tenants(model)
 
 
 def rows(model, tenant_id, **filters) -> list:

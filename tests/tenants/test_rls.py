@@ -113,3 +113,19 @@ def test_a_nested_tenant_block_restores_the_callers_context(make_tenant):
             pass
         cursor.execute("SELECT current_setting('lode.tenant_id')")
         assert cursor.fetchone()[0] == str(a.organization.id)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "system"])
+def test_the_default_manager_is_scoped_to_the_current_tenant_even_where_rls_is_bypassed(make_tenant):
+    from lode.core.models import Job
+    from tenants.db_context import dangerously_all_tenants
+
+    a, b = make_tenant(), make_tenant()
+    job_a = job_create(tenant_id=a.organization.id, created_by=a.user, kind="core.ping")
+    job_create(tenant_id=b.organization.id, created_by=b.user, kind="core.ping")
+
+    assert list(Job.objects.all()) == []  # no tenant context: nothing
+    assert Job.objects.using("system").count() == 0  # the ORM scope holds on the bypassing role too
+    assert dangerously_all_tenants(Job).count() == 2  # spanning tenants has to be said out loud
+    with tenant_atomic(a.organization.id):
+        assert [job.id for job in Job.objects.all()] == [job_a.id]

@@ -14,7 +14,7 @@ class JobEventInline(admin.TabularInline):
     def get_queryset(self, request):
         from tenants.db_context import dangerously_all_tenants
 
-        return dangerously_all_tenants(super().get_queryset(request))
+        return dangerously_all_tenants(self.model)
 
 
 @admin.register(Job)

@@ -67,7 +67,7 @@ class _JobStateCollector:
         from tenants.db_context import dangerously_all_tenants
 
         # Platform-wide counts, no tenant's rows: the one place metrics read across tenants.
-        for row in dangerously_all_tenants(Job.objects).values("state", "queue").annotate(n=Count("id")).order_by():
+        for row in dangerously_all_tenants(Job).values("state", "queue").annotate(n=Count("id")).order_by():
             family.add_metric([row["state"], row["queue"]], row["n"])
         yield family
 

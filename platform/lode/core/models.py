@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from tenants.managers import TenantScopedManager
+
 
 class JobState(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -57,6 +59,8 @@ class Job(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantScopedManager()
+
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="core_job_tenant_created"),
@@ -100,6 +104,8 @@ class JobEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = TenantScopedManager()
+
     class Meta:
         indexes = [models.Index(fields=["job", "id"], name="core_jobevent_job_id")]
 
@@ -120,6 +126,8 @@ class Artifact(models.Model):
     content_type = models.CharField(max_length=200, blank=True)
     sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedManager()
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="core_artifact_tenant_created")]

@@ -57,13 +57,13 @@ def jobs_reconcile(
 
     # Jobs created in the last few seconds are left alone: their on-commit send may be in flight.
     # The scans span tenants; each repair then runs inside its job's own tenant context.
-    queued = dangerously_all_tenants(Job.objects).filter(state=JobState.QUEUED, created_at__lte=now - timedelta(seconds=min(5, after.total_seconds())))
+    queued = dangerously_all_tenants(Job).filter(state=JobState.QUEUED, created_at__lte=now - timedelta(seconds=min(5, after.total_seconds())))
     queued = queued.filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=now - after))
     for job in queued.only("id", "tenant_id", "dispatched_at", "dispatch_count").order_by("created_at")[:limit]:
         if _redispatch_due(job, now, after) and services.job_dispatch(tenant_id=job.tenant_id, job_id=job.id):
             report.redispatched.append(str(job.id))
 
-    stale = dangerously_all_tenants(Job.objects).filter(state=JobState.RUNNING).filter(
+    stale = dangerously_all_tenants(Job).filter(state=JobState.RUNNING).filter(
         Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - timedelta(seconds=timeout))
     )
     for tenant_id, job_id in stale.values_list("tenant_id", "id")[:limit]:
