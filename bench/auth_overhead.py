@@ -3,7 +3,7 @@ against the same endpoint with the RLS policies switched off and tenant scoping 
 in the same run, on the same web server.
 
     make up                                         # PostgreSQL, Redis, S3 (bash infra/services.sh up)
-    .venv/bin/python bench/auth_overhead.py         # 16 rounds of 6 s per phase, about 5 minutes
+    .venv/bin/python bench/auth_overhead.py         # 20 rounds of 5 s per phase, about 5 minutes
     .venv/bin/python bench/auth_overhead.py --quick # 6 rounds of 4 s per phase, under two minutes
     .venv/bin/python bench/auth_overhead.py --restore   # only re-enable RLS (after a killed run)
 
@@ -22,7 +22,7 @@ else a Python client with 16 threads, named in the output).
   tenants.db_context still run: the difference measured is the policies' evaluation.
 
 Rounds alternate on/off in pairs whose order flips (on off, off on, on off, ...) to spread machine
-noise and drift over both phases; each round has its own warm-up. Every round first checks that the
+noise and drift over both phases; each switch is followed by a short warm-up. Every round first checks that the
 phase took effect (pg_class.relrowsecurity / relforcerowsecurity, and whether a transaction scoped to
 tenant A sees tenant B's jobs) and that the key of A lists only A's jobs over HTTP. The tables are
 always put back to ENABLE + FORCE (in a `finally`; a run also repairs what a killed run left).
@@ -327,6 +327,7 @@ def tenant_prepare(email: str, label: str, jobs: int) -> Tenant:
     from django.utils import timezone
 
     from lode.core.models import Job, JobState
+    from tenants.db_context import dangerously_all_tenants
     from tenants.models import ApiKey, Membership, Role, User
     from tenants.permissions import ROLE_PERMISSIONS
     from tenants.services import api_key_create, api_key_revoke, user_signup
@@ -335,7 +336,7 @@ def tenant_prepare(email: str, label: str, jobs: int) -> Tenant:
     membership = None
     if user is not None:
         membership = (
-            Membership.objects.using("system").filter(user=user, role=Role.OWNER).order_by("created_at").first()
+            dangerously_all_tenants(Membership).filter(user=user, role=Role.OWNER).order_by("created_at").first()
         )
     if membership is None:
         if user is not None:
@@ -347,19 +348,24 @@ def tenant_prepare(email: str, label: str, jobs: int) -> Tenant:
     else:
         tenant_id = str(membership.organization_id)
 
-    jobs_of = Job.objects.using("system").filter(tenant_id=tenant_id)
+    # Rows of every tenant are read and written through the system role (BYPASSRLS) and the
+    # unscoped base manager: the default managers may scope to the transaction's tenant.
+    jobs_of = dangerously_all_tenants(Job).filter(tenant_id=tenant_id)
     have = jobs_of.count()
     if have < jobs:
-        # Straight through the system role (bypasses RLS): no Celery message, no job machinery;
-        # the list endpoint only reads the rows.
+        # Inserted directly: no Celery message, no job machinery; the list endpoint only reads them.
         now = timezone.now()
-        Job.objects.using("system").bulk_create([
+        dangerously_all_tenants(Job).bulk_create([
             Job(tenant_id=tenant_id, created_by=user, kind="core.ping", queue="cpu", state=JobState.SUCCEEDED,
                 progress=1.0, created_at=now - timedelta(seconds=index), started_at=now, finished_at=now)
             for index in range(jobs - have)
         ], batch_size=500)
+    elif have > jobs:
+        # The benchmark's own tenant: keep exactly `jobs` rows, so runs stay comparable.
+        extra = list(jobs_of.order_by("created_at", "id").values_list("id", flat=True)[: have - jobs])
+        dangerously_all_tenants(Job).filter(id__in=extra).delete()
     # Keys an earlier run could not revoke (it was killed); no other run uses them (rls_lock).
-    for stale in ApiKey.objects.using("system").filter(tenant_id=tenant_id, name__startswith=KEY_NAME, revoked_at__isnull=True):
+    for stale in dangerously_all_tenants(ApiKey).filter(tenant_id=tenant_id, name__startswith=KEY_NAME, revoked_at__isnull=True):
         api_key_revoke(tenant_id=tenant_id, api_key_id=stale.id, by=user)
     permissions = ROLE_PERMISSIONS[Role.OWNER]
     created = api_key_create(
@@ -396,9 +402,10 @@ def check_phase(enabled: bool, a: Tenant, b: Tenant, base_url: str) -> None:
     state = rls_state()
     if any(s != (enabled, enabled) for s in state.values()):
         raise BenchError(f"expected row-level security {'on' if enabled else 'off'}, pg_class says {state}")
-    # The application role, scoped to A, asks for B's rows: the policy hides them, or not.
+    # The application role, scoped to A, asks for B's rows (through the unscoped base manager, so
+    # that only the policy can hide them): the policy hides them, or not.
     with tenant_atomic(a.tenant_id):
-        foreign = Job.objects.filter(tenant_id=b.tenant_id).count()
+        foreign = Job._base_manager.filter(tenant_id=b.tenant_id).count()
     if enabled and foreign != 0:
         raise BenchError(f"with RLS on, a transaction scoped to tenant A sees {foreign} of tenant B's jobs")
     if not enabled and foreign != len(b.job_ids):
@@ -604,6 +611,7 @@ class CpuMeter:
         self.gunicorn_pid = gunicorn_pid
         self.application_name = application_name
         self.latest: dict[int, int] = {}
+        self.backend_pids: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.available = os.path.exists(f"/proc/{gunicorn_pid}/stat")
@@ -618,10 +626,12 @@ class CpuMeter:
         return [row[0] for row in cursor.fetchall()]
 
     def _sample(self, cursor) -> None:
-        pids = [self.gunicorn_pid, *_children(self.gunicorn_pid), *self._backends(cursor)]
+        backends = self._backends(cursor)
+        pids = [self.gunicorn_pid, *_children(self.gunicorn_pid), *backends]
         values = {pid: ticks for pid in pids if (ticks := _cpu_ticks(pid)) is not None}
         with self.lock:
             self.latest.update(values)
+            self.backend_pids.update(backends)
 
     def _loop(self) -> None:
         import psycopg2
@@ -646,9 +656,14 @@ class CpuMeter:
         with self.lock:
             return dict(self.latest)
 
-    @staticmethod
-    def seconds(before: dict[int, int], after: dict[int, int]) -> float:
-        return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / os.sysconf("SC_CLK_TCK")
+    def seconds(self, before: dict[int, int], after: dict[int, int]) -> tuple[float, float]:
+        """(gunicorn, PostgreSQL backends) CPU seconds between two snapshots."""
+        tick = os.sysconf("SC_CLK_TCK")
+        with self.lock:
+            backends = set(self.backend_pids)
+        used = {pid: ticks - before.get(pid, 0) for pid, ticks in after.items()}
+        return (sum(v for pid, v in used.items() if pid not in backends) / tick,
+                sum(v for pid, v in used.items() if pid in backends) / tick)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -677,7 +692,9 @@ def request_statements(tenant: Tenant) -> list[str]:
     with CaptureQueriesContext(connection) as captured, transaction.atomic():
         api_key = api_key_authenticate(raw_key=tenant.key, ip="127.0.0.1")
         access_for_api_key(_Request(), api_key)
-        rows = list(Job.objects.filter(tenant_id=tenant.tenant_id).order_by("-created_at", "-id")[:PAGE_SIZE + 1])
+        # As JobListCreateApi builds it: the default manager, TenantScopedMixin's tenant filter, the
+        # cursor pagination's ordering and page size + 1.
+        rows = list(Job.objects.all().filter(tenant_id=tenant.tenant_id).order_by("-created_at", "-id")[:PAGE_SIZE + 1])
     if len(rows) != min(PAGE_SIZE + 1, len(tenant.job_ids)):
         raise BenchError(f"the captured job query returned {len(rows)} rows")
     skip = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -685,21 +702,26 @@ def request_statements(tenant: Tenant) -> list[str]:
 
 
 def sql_replay(statements: list[str], iterations: int) -> float:
-    """Microseconds per request for the statements in one transaction, back to back on one
-    connection as the application role (psycopg2 directly: no ORM in the measurement)."""
+    """Microseconds per request for the statements run `iterations` times inside PostgreSQL (one
+    DO block, as the application role): each EXECUTE is parsed and planned afresh, as the app's
+    statements are (no prepared statements), and no client round trip or scheduling is timed, so
+    the policies' share of the work stands out."""
     from django.db import connection
 
+    tag = "$lode_bench$"
+    if any(tag in sql for sql in statements):
+        raise BenchError("a captured statement contains the DO block's quoting tag")
+    body = " ".join(f"EXECUTE {tag}{sql}{tag};" for sql in statements)
+    block = f"DO $do$ BEGIN FOR i IN 1..{int(iterations)} LOOP {body} END LOOP; END $do$"
     connection.ensure_connection()
-    raw = connection.connection
-    with raw.cursor() as cursor:
-        began = time.perf_counter()
-        for _ in range(iterations):
-            cursor.execute("BEGIN")
-            for sql in statements:
-                cursor.execute(sql)
-                cursor.fetchall()
-            cursor.execute("COMMIT")
-        return (time.perf_counter() - began) / iterations * 1e6
+    with connection.connection.cursor() as cursor:
+        cursor.execute("BEGIN")  # set_config(..., true) lasts until the end of this transaction
+        try:
+            began = time.perf_counter()
+            cursor.execute(block)
+            return (time.perf_counter() - began) / iterations * 1e6
+        finally:
+            cursor.execute("ROLLBACK")
 
 
 # --- report ------------------------------------------------------------------------------------------------
@@ -710,11 +732,22 @@ class Round:
     index: int
     enabled: bool
     load: Load
-    cpu_seconds: float | None  # gunicorn + its PostgreSQL backends, during the measured load
+    cpu: tuple[float, float] | None  # CPU seconds of gunicorn and of its PostgreSQL backends during the load
+
+    def _per_request(self, value: float) -> float | None:
+        return value / self.load.requests * 1000 if self.cpu and self.load.requests else None
 
     @property
     def cpu_ms_per_request(self) -> float | None:
-        return self.cpu_seconds / self.load.requests * 1000 if self.cpu_seconds and self.load.requests else None
+        return self._per_request(sum(self.cpu)) if self.cpu else None
+
+    @property
+    def app_ms_per_request(self) -> float | None:
+        return self._per_request(self.cpu[0]) if self.cpu else None
+
+    @property
+    def db_ms_per_request(self) -> float | None:
+        return self._per_request(self.cpu[1]) if self.cpu else None
 
 
 def report(rounds: list[Round], sql: list[tuple[bool, float]], args: argparse.Namespace, client_text: str, jobs: int,
@@ -730,7 +763,7 @@ def report(rounds: list[Round], sql: list[tuple[bool, float]], args: argparse.Na
     log("")
     log(f"auth_overhead: GET {ENDPOINT}, Bearer API key (owner, all scopes), {jobs} jobs in each of 2 tenants;")
     log(f"  gunicorn {args.workers} workers x 4 threads on 127.0.0.1 (LODE_DEBUG=false); {client_text};")
-    log(f"  {len(on)} round(s) per phase of {args.seconds:g} s (each after {args.warmup:g} s of warm-up), in the order "
+    log(f"  {len(on)} round(s) per phase of {args.seconds:g} s ({args.warmup:g} s of warm-up after each switch), in the order "
         + " ".join("on" if r.enabled else "off" for r in rounds) + "; figures are medians of the per-round values.")
     log(f"  RLS on : the project's path, policies enforced (ENABLE + FORCE) on {', '.join(RLS_TABLES)}.")
     log("  RLS off: the same tables NO FORCE + DISABLE: scoping only in Python (TenantScopedMixin, key lookup by prefix).")
@@ -755,32 +788,46 @@ def report(rounds: list[Round], sql: list[tuple[bool, float]], args: argparse.Na
     }
     log("per-round req/s spread: " + ", ".join(f"{name} {lo:.0f}-{hi:.0f} (CV {cv * 100:.0f}%)" for name, (lo, hi, cv) in spread.items()))
     if max(cv for _, _, cv in spread.values()) > 0.05:
-        log("  NOTE: the rounds of one phase differ by more than the effect measured: other processes on the machine shaped"
-            " these req/s; the CPU and database figures below are the steadier view of what RLS costs.")
-    cpu_on = [r.cpu_ms_per_request for r in rounds if r.enabled and r.cpu_ms_per_request]
-    cpu_off = [r.cpu_ms_per_request for r in rounds if not r.enabled and r.cpu_ms_per_request]
-    if cpu_on and cpu_off:
-        c_on, c_off = statistics.median(cpu_on), statistics.median(cpu_off)
-        log(f"server CPU per request (gunicorn + its PostgreSQL backends; other processes do not count): RLS on "
-            f"{c_on:.2f} ms, off {c_off:.2f} ms -> capacity ratio on/off {c_off / c_on:.3f}")
+        log("  NOTE: the rounds of one phase vary by more than 5%, more than the effect sought: other processes on the"
+            " machine shaped these req/s; the database figure below is the steadier view of what the policies cost.")
+    measured = [r for r in rounds if r.cpu_ms_per_request]
+    c_off = None
+    if any(r.enabled for r in measured) and any(not r.enabled for r in measured):
+
+        def cpu_figures(attr: str) -> tuple[float, float, float]:
+            on_ = statistics.median(getattr(r, attr) for r in measured if r.enabled)
+            off_ = statistics.median(getattr(r, attr) for r in measured if not r.enabled)
+            diffs = [
+                (getattr(x, attr) - getattr(y, attr)) if x.enabled else (getattr(y, attr) - getattr(x, attr))
+                for x, y in zip(rounds[0::2], rounds[1::2]) if x.cpu and y.cpu
+            ]
+            return on_, off_, statistics.median(diffs)
+
+        c_on, c_off, c_diff = cpu_figures("cpu_ms_per_request")
+        a_on, a_off, a_diff = cpu_figures("app_ms_per_request")
+        d_on, d_off, d_diff = cpu_figures("db_ms_per_request")
+        log(f"server CPU per request (other processes do not count): RLS on {c_on:.2f} ms, off {c_off:.2f} ms -> "
+            f"capacity ratio on/off {c_off / c_on:.3f}; median of the pairs' differences {c_diff:+.2f} ms, of which")
+        log(f"  gunicorn (Python: the same work in both phases) on {a_on:.2f} / off {a_off:.2f} ms, pairs {a_diff:+.2f} ms;"
+            f" its PostgreSQL backends on {d_on:.2f} / off {d_off:.2f} ms, pairs {d_diff:+.2f} ms")
     sql_on = statistics.median(us for enabled, us in sql if enabled)
     sql_off = statistics.median(us for enabled, us in sql if not enabled)
     sql_diff = statistics.median(
         (sql[i][1] - sql[i + 1][1]) if sql[i][0] else (sql[i + 1][1] - sql[i][1]) for i in range(0, len(sql) - 1, 2)
     )
-    log(f"database side alone: the endpoint's {statements} statements in one transaction, replayed on one connection as "
-        f"the application role ({len(sql) // 2} on/off pairs): RLS on {sql_on:.0f} us, off {sql_off:.0f} us per request;")
+    log(f"database side alone: the endpoint's {statements} statements run in a loop inside PostgreSQL as the application "
+        f"role, planned each time ({len(sql) // 2} on/off pairs): RLS on {sql_on:.0f} us, off {sql_off:.0f} us per request;")
     log(f"  the policies cost {sql_diff:+.0f} us per request (median of the pairs' differences, "
-        f"{sql_diff / sql_off * 100:+.1f}% of the database side);")
-    if cpu_on and cpu_off:
-        log(f"  that is {sql_diff / 1000 / statistics.median(cpu_off) * 100:+.1f}% of the server CPU a request costs "
-            f"with RLS off ({statistics.median(cpu_off):.2f} ms).")
+        f"{sql_diff / sql_off * 100:+.1f}% of those statements' planning and execution);")
+    if c_off:
+        log(f"  that is {sql_diff / 1000 / c_off * 100:+.1f}% of the server CPU a request costs with RLS off ({c_off:.2f} ms).")
     log("rounds:")
     for r in rounds:
-        cpu = f"  CPU {r.cpu_ms_per_request:5.2f} ms/req" if r.cpu_ms_per_request else ""
+        cpu = (f"  CPU {r.cpu_ms_per_request:5.2f} ms/req (gunicorn {r.app_ms_per_request:5.2f}, PostgreSQL "
+               f"{r.db_ms_per_request:4.2f})" if r.cpu_ms_per_request else "")
         log(f"  {r.index:>2} {'on ' if r.enabled else 'off'}  {r.load.rps:8.1f} req/s  p50 {r.load.p50_ms:6.2f} ms  "
             f"p99 {r.load.p99_ms:6.2f} ms{cpu}  ({r.load.requests} requests in {r.load.seconds:.1f} s)")
-    log("  database replay, us/request: " + ", ".join(f"{'on' if e else 'off'} {us:.0f}" for e, us in sql))
+    log("  database side alone, us/request: " + ", ".join(f"{'on' if e else 'off'} {us:.0f}" for e, us in sql))
     met = ratio >= TARGET_RATIO
     log(f'BENCH auth_overhead rps={on_rps:.1f} baseline={off_rps:.1f} ratio={ratio:.3f} '
         f'target="{TARGET_TEXT}" met={"yes" if met else "no"}')
@@ -800,7 +847,7 @@ def run(args: argparse.Namespace) -> None:
         return
 
     load_before = os.getloadavg()[0]
-    seconds_default, warmup_default, rounds_default, sql_default = (4.0, 1.0, 6, 150) if args.quick else (6.0, 1.0, 16, 300)
+    seconds_default, warmup_default, rounds_default, sql_default = (4.0, 1.0, 6, 500) if args.quick else (5.0, 1.0, 20, 1000)
     args.seconds = args.seconds or seconds_default
     args.warmup = args.warmup if args.warmup is not None else warmup_default
     args.rounds = args.rounds or rounds_default
@@ -864,21 +911,25 @@ def run(args: argparse.Namespace) -> None:
 
         order = phase_order(args.rounds)
         rounds: list[Round] = []
+        previous = None
         for index, enabled in enumerate(order, start=1):
             rls_switch(enabled)
             check_phase(enabled, a, b, base_url)
-            if args.warmup > 0:
+            # A warm-up only after a switch (the backends reload the tables' descriptions): the
+            # two rounds of a pair stay close in time.
+            if args.warmup > 0 and enabled != previous:
                 warm = client.run(url, args.warmup)
                 if warm.errors:
                     raise BenchError(f"round {index}'s warm-up: {warm.errors}\n{tail(web.log_path)}")
             before = meter.snapshot()
             load = client.run(url, args.seconds)
-            cpu = CpuMeter.seconds(before, meter.snapshot()) if meter.available else None
+            cpu = meter.seconds(before, meter.snapshot()) if meter.available else None
             if load.errors:
                 raise BenchError(f"round {index} (RLS {'on' if enabled else 'off'}): {load.errors}\n{tail(web.log_path)}")
             if not web.alive():
                 raise BenchError(f"the web server exited during the run:\n{tail(web.log_path)}")
             rounds.append(Round(index, enabled, load, cpu))
+            previous = enabled
             log(f"round {index}/{len(order)} RLS {'on ' if enabled else 'off'}: {load.rps:.1f} req/s, "
                 f"p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms"
                 + (f", server CPU {rounds[-1].cpu_ms_per_request:.2f} ms/request" if rounds[-1].cpu_ms_per_request else ""))
@@ -891,7 +942,7 @@ def run(args: argparse.Namespace) -> None:
         for enabled in phase_order(sql_pairs):
             rls_switch(enabled)
             check_phase(enabled, a, b, base_url)
-            sql_replay(statements, max(10, args.sql_iterations // 10))  # warm-up (relcache, plans' catalogs)
+            sql_replay(statements, max(10, args.sql_iterations // 10))  # warm-up (the tables' descriptions, reloaded)
             sql.append((enabled, sql_replay(statements, args.sql_iterations)))
         rls_switch(True)
         check_phase(True, a, b, base_url)
@@ -920,12 +971,12 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6 rounds of 4 s per phase instead of 16 of 6 s")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per phase (default 16, --quick 6)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds of load per round (default 6, --quick 4)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load before each round (default 1)")
+    parser.add_argument("--quick", action="store_true", help="6 rounds of 4 s per phase instead of 20 of 5 s")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per phase (default 20, --quick 6)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds of load per round (default 5, --quick 4)")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of unmeasured load after each switch (default 1)")
     parser.add_argument("--sql-iterations", type=int, default=None,
-                        help="requests' worth of SQL per database-only round (default 300, --quick 150)")
+                        help="requests' worth of SQL per database-only round (default 1000, --quick 500)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients (default 16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, 4 threads each (default 2, as infra/web.sh)")
     parser.add_argument("--jobs", type=int, default=200, help="jobs per tenant (default 200)")

@@ -49,7 +49,9 @@ def access_for_user(request, user: User) -> TenantAccess:
 
 
 def access_for_api_key(request, api_key: ApiKey) -> TenantAccess:
-    db_tenant_set(tenant_id=api_key.tenant_id, user_id=api_key.created_by_id)
+    # No user: a key acts for its organization only, so the creator's memberships elsewhere
+    # (visible to a user context through the memberships policy) stay out of reach.
+    db_tenant_set(tenant_id=api_key.tenant_id, user_id="")
     return _remember(request, TenantAccess(api_key.tenant, None, api_key, None, frozenset(api_key.scopes)))
 
 

@@ -129,3 +129,25 @@ def test_the_default_manager_is_scoped_to_the_current_tenant_even_where_rls_is_b
     assert dangerously_all_tenants(Job).count() == 2  # spanning tenants has to be said out loud
     with tenant_atomic(a.organization.id):
         assert [job.id for job in Job.objects.all()] == [job_a.id]
+
+
+def test_an_api_key_context_does_not_reach_its_creators_other_memberships(make_tenant):
+    from types import SimpleNamespace
+
+    from tenants.context import access_for_api_key
+    from tenants.models import ApiKey
+    from tenants.services import invitation_accept, invitation_create
+    from tests.conftest import api_key_for, rows
+
+    a, b = make_tenant(), make_tenant()
+    invite = invitation_create(tenant_id=b.organization.id, invited_by=b.user, email=a.user.email, role="engineer")
+    invitation_accept(token=invite.token, user=a.user)  # a's owner is also a member of b
+    api_key_for(a.user)
+    [key] = rows(ApiKey, a.organization.id)
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        access_for_api_key(SimpleNamespace(), key)
+        cursor.execute("SELECT organization_id FROM tenants_membership")
+        seen = {row[0] for row in cursor.fetchall()}
+
+    assert seen == {a.organization.id}
