@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,108 +51,7 @@ JOB_KIND = "core.ping"
 WORKER_PREFIX = f"bench-job-dispatch-{os.getpid()}"
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q / 100.0
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        """Stops the process group the service was started in (bash exec's into gunicorn/celery;
-        their children share the group)."""
-        if self.proc.poll() is not None:
-            return
-        pgid = self.proc.pid  # started with start_new_session=True: its own process group
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Children of the group that outlived the leader (prefork children, gunicorn workers).
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def start_service(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Service:
-    log_path = log_dir / f"{name}.log"
-    handle = open(log_path, "wb")
-    proc = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    handle.close()
-    return Service(name=name, proc=proc, log_path=log_path)
-
-
-def migrate() -> None:
-    log("migrating the dev database (manage.py migrate --database owner) ...")
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--database", "owner", "--noinput", "-v", "0"],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"migrate failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-
-
-def wait_web(service: Service, base_url: str, timeout: float = 120.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise BenchError(f"the web server exited (code {service.proc.returncode}):\n{tail(service.log_path)}")
-        try:
-            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise BenchError(f"the web server did not answer /healthz in {timeout:.0f}s:\n{tail(service.log_path)}")
+from bench.harness import BenchError, Service, free_port, log, migrate, percentile, start_service, tail, wait_web  # noqa: E402
 
 
 def cpu_consumers(app) -> dict[str, list[str]]:
