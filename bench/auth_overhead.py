@@ -68,7 +68,18 @@ LOCK_NAME = "lode.bench.auth_overhead"  # a session advisory lock: one run at a 
 THROTTLE_RATE = "1000000/s"  # DRF keeps one timestamp per request in the window: a 1 s window keeps it short
 
 
-from bench.harness import BenchError, Service, free_port, log, migrate, percentile, start_service, tail, wait_web  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    Service,
+    free_port,
+    log,
+    migrate,
+    percentile,
+    run_cli,
+    start_service,
+    tail,
+    wait_web,
+)
 
 
 def database_url_labelled(application_name: str) -> str:
@@ -887,20 +898,7 @@ def main() -> int:
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, row-level security restored", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"auth_overhead benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("auth_overhead", run, args, interrupted="interrupted; processes stopped, row-level security restored")
 
 
 if __name__ == "__main__":

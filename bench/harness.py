@@ -115,3 +115,24 @@ def wait_web(service: Service, base_url: str, timeout: float = 120.0) -> None:
             pass
         time.sleep(0.3)
     raise BenchError(f"the web server did not answer /healthz in {timeout:.0f}s:\n{tail(service.log_path)}")
+
+
+def run_cli(name: str, run, args, *, interrupted: str = "interrupted; processes stopped") -> int:
+    """Runs a benchmark's `run(args)` with SIGTERM and Ctrl-C stopping it cleanly (its `finally`
+    blocks stop the processes it started); returns the exit status."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C raises KeyboardInterrupt even when started in the background (SIGINT inherited ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"{name} benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -51,7 +51,18 @@ JOB_KIND = "core.ping"
 WORKER_PREFIX = f"bench-job-dispatch-{os.getpid()}"
 
 
-from bench.harness import BenchError, Service, free_port, log, migrate, percentile, start_service, tail, wait_web  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    Service,
+    free_port,
+    log,
+    migrate,
+    percentile,
+    run_cli,
+    start_service,
+    tail,
+    wait_web,
+)
 
 
 def cpu_consumers(app) -> dict[str, list[str]]:
@@ -442,21 +453,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians over them (default 3)")
     args = parser.parse_args()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    # Ctrl-C raises KeyboardInterrupt even when started in the background (where SIGINT is inherited ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"job_dispatch benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("job_dispatch", run, args)
 
 
 if __name__ == "__main__":
