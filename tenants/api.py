@@ -3,7 +3,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from lode.core.errors import PermissionDenied
@@ -36,16 +35,13 @@ from .services import (
     membership_role_change,
     user_signup,
 )
-
-
-class SignupThrottle(AnonRateThrottle):
-    rate = "20/hour"
+from .throttling import SignupRateThrottle
 
 
 class SignupApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [SignupThrottle]
+    throttle_classes = [SignupRateThrottle]
 
     @extend_schema(request=SignupInput, responses={201: MeOutput})
     def post(self, request):

@@ -1,6 +1,6 @@
 """Rate limits per API key and per organization, counted in the shared Redis cache. They keep
 one client from starving the others; they are not a security boundary (permissions are)."""
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -21,3 +21,9 @@ class OrganizationRateThrottle(SimpleRateThrottle):
         if access is None or access.tenant is None:
             return None
         return self.cache_format % {"scope": self.scope, "ident": access.tenant.pk}
+
+
+class SignupRateThrottle(AnonRateThrottle):
+    """Sign-ups per client address, shared by the API and the dashboard's form (one counter)."""
+
+    scope = "signup"

@@ -572,3 +572,30 @@ def test_switching_needs_post_and_a_signed_in_user(client: Client, ada_client: C
 def test_a_method_a_page_does_not_handle_is_405(ada_client: Client):
     assert ada_client.post(reverse("dashboard:jobs")).status_code == 405
     assert ada_client.delete(reverse("dashboard:api-keys")).status_code == 405
+
+
+def test_signups_from_one_address_share_one_limit_across_api_and_dashboard(client):
+    from rest_framework.throttling import SimpleRateThrottle
+
+    original = SimpleRateThrottle.THROTTLE_RATES
+    SimpleRateThrottle.THROTTLE_RATES = {**original, "signup": "2/hour"}
+    address = "198.51.100.23"  # its own counter
+    try:
+        for n in range(2):
+            api = client.post(
+                "/api/v1/auth/signup",
+                {"email": f"limit-{n}@example.com", "password": "a long test password 1", "organization_name": f"L{n}"},
+                content_type="application/json", REMOTE_ADDR=address,
+            )
+            assert api.status_code == 201
+        page = client.post(
+            reverse("dashboard:signup"),
+            {"email": "limit-2@example.com", "password": "a long test password 1", "organization_name": "L2"},
+            REMOTE_ADDR=address,
+        )
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = original
+
+    assert page.status_code == 429 and int(page["Retry-After"]) > 0
+    assert "Too many sign-ups" in page.content.decode()
+    assert not get_user_model().objects.filter(email="limit-2@example.com").exists()

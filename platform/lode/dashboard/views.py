@@ -39,6 +39,7 @@ from tenants.services import (
     membership_role_change,
     user_signup,
 )
+from tenants.throttling import SignupRateThrottle
 
 from .forms import (
     OWNER,
@@ -144,6 +145,13 @@ class SignupView(View):
             return self._onward(request)
         form = SignupForm(request.POST)
         status = 400
+        throttle = SignupRateThrottle()
+        if not throttle.allow_request(request, self):
+            wait = int(throttle.wait() or 60)
+            form.add_error(None, f"Too many sign-ups from this address; try again in {wait} seconds.")
+            response = self._render(request, form, status=429)
+            response["Retry-After"] = str(wait)
+            return response
         if form.is_valid():
             try:
                 result = user_signup(**form.cleaned_data)

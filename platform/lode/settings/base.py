@@ -211,6 +211,7 @@ REST_FRAMEWORK = {
         "api_key": env_str("LODE_RATE_LIMIT_PER_KEY", "1200/min"),
         "organization": env_str("LODE_RATE_LIMIT_PER_ORGANIZATION", "6000/min"),
         "anon": env_str("LODE_RATE_LIMIT_ANONYMOUS", "60/min"),
+        "signup": env_str("LODE_RATE_LIMIT_SIGNUP", "20/hour"),
     },
     "DEFAULT_PAGINATION_CLASS": "lode.core.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
