@@ -18,6 +18,7 @@ def test_production_refuses_the_local_defaults():
     assert result.returncode != 0
     assert "Refusing to start with insecure settings" in result.stderr
     assert "LODE_SECRET_KEY" in result.stderr and "S3_ACCESS_KEY_ID" in result.stderr
+    assert "LODE_METRICS_TOKEN" in result.stderr
 
 
 def test_production_starts_with_real_settings():
@@ -29,6 +30,7 @@ def test_production_starts_with_real_settings():
             "DATABASE_OWNER_URL": "postgres://lode_owner:s3cure-owner@db.internal:5432/lode",
             "DATABASE_SYSTEM_URL": "postgres://lode_system:s3cure-system@db.internal:5432/lode",
             "S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "LODE_METRICS_TOKEN": "metrics-token-example",
             "S3_SECRET_ACCESS_KEY": "example-secret",
         }
     )

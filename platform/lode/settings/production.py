@@ -7,6 +7,7 @@ from .base import (
     DATABASES,
     INSECURE_S3_ACCESS_KEY_ID,
     INSECURE_SECRET_KEY,
+    METRICS_TOKEN,
     S3_ACCESS_KEY_ID,
     SECRET_KEY,
 )
@@ -24,6 +25,9 @@ if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
 for alias, config in DATABASES.items():
     if config["PASSWORD"] in {"", "lode_app", "lode_owner", "lode_system"}:
         problems.append(f"the {alias} database URL must carry a real password")
+if not METRICS_TOKEN:
+    # Without a token /metrics trusts loopback callers, and a proxy on the same host is one.
+    problems.append("LODE_METRICS_TOKEN must be set (Prometheus sends it as a bearer token)")
 if S3_ACCESS_KEY_ID == INSECURE_S3_ACCESS_KEY_ID:
     problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set")
 if problems:
