@@ -74,6 +74,14 @@ def _ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def _person(request, refusal: str):
+    """The signed-in person behind the request; some acts are a person's, never an API key's."""
+    access = current_access(request)
+    if access is None or access.user is None:
+        raise PermissionDenied(refusal)
+    return access.user
+
+
 class ApiKeyListCreateApi(TenantScopedMixin, generics.GenericAPIView):
     required_area = "organization"
     serializer_class = ApiKeyOutput
@@ -166,10 +174,8 @@ class InvitationListCreateApi(TenantScopedMixin, generics.GenericAPIView):
     def post(self, request):
         data = InvitationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        access = current_access(request)
-        if access.user is None:
-            raise PermissionDenied("Invitations are sent by a person, not an API key.")
-        created = invitation_create(tenant_id=self.tenant.id, invited_by=access.user, ip=_ip(request), **data.validated_data)
+        person = _person(request, "Invitations are sent by a person, not an API key.")
+        created = invitation_create(tenant_id=self.tenant.id, invited_by=person, ip=_ip(request), **data.validated_data)
         return Response(InvitationOutput(created.invitation).data, status=status.HTTP_201_CREATED)
 
 
@@ -191,10 +197,8 @@ class InvitationAcceptApi(APIView):
     def post(self, request):
         data = InvitationAcceptInput(data=request.data)
         data.is_valid(raise_exception=True)
-        access = current_access(request)
-        if access is None or access.user is None:
-            raise PermissionDenied("Invitations are accepted by a signed-in person, not an API key.")
-        membership = invitation_accept(token=data.validated_data["token"], user=access.user, ip=_ip(request))
+        person = _person(request, "Invitations are accepted by a signed-in person, not an API key.")
+        membership = invitation_accept(token=data.validated_data["token"], user=person, ip=_ip(request))
         return Response(MemberOutput(membership).data)
 
 
@@ -205,9 +209,7 @@ class OrganizationSwitchApi(APIView):
     def post(self, request):
         data = OrganizationSwitchInput(data=request.data)
         data.is_valid(raise_exception=True)
-        access = current_access(request)
-        if access is None or access.user is None:
-            raise PermissionDenied("An API key belongs to one organization; it cannot switch.")
+        _person(request, "An API key belongs to one organization; it cannot switch.")
         organization_switch(request, organization_id=data.validated_data["organization_id"])
         access = current_access(request)
         return Response(MeOutput({"user": access.user, "organization": access.tenant, "role": access.role,
