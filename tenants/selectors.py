@@ -35,3 +35,12 @@ def organizations_for_user(*, user: User) -> list[tuple[Organization, str]]:
     with tenant_atomic(None, user_id=user.pk):
         memberships = Membership.objects.select_related("organization").filter(user=user).order_by("created_at")
         return [(m.organization, m.role) for m in memberships]
+
+
+def organization_owner_emails(*, tenant_id: UUID | str) -> list[str]:
+    """Where notices about the organization go when it named no other address."""
+    with tenant_atomic(tenant_id):
+        return list(
+            Membership.objects.filter(organization_id=tenant_id, role="owner", user__is_active=True)
+            .order_by("created_at").values_list("user__email", flat=True)
+        )

@@ -13,7 +13,7 @@ class CoreConfig(AppConfig):
         from .db import on_post_migrate
 
         post_migrate.connect(on_post_migrate, dispatch_uid="lode.core.grant_application_role")
-        from .jobs.diagnostics import ping_params_validate
+        from .jobs.diagnostics import ping_params_validate, ping_usage_estimate
         from .jobs.registry import JobKind, job_kind_register
 
         for queue in ("cpu", "gpu"):
@@ -25,5 +25,6 @@ class CoreConfig(AppConfig):
                     description=f"Diagnostics: checks the {queue} queue end to end.",
                     time_limit_seconds=600,
                     validate_params=ping_params_validate,
+                    estimate_usage=ping_usage_estimate if queue == "gpu" else None,
                 )
             )

@@ -44,6 +44,8 @@ class Job(models.Model):
     result = models.JSONField(default=dict, blank=True)
     # Handler-owned resume state (e.g. the last checkpoint's step and key); kept across attempts.
     checkpoint = models.JSONField(default=dict, blank=True)
+    # The usage and cost estimated before the job was admitted (billing's figures).
+    estimate = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)

@@ -15,7 +15,7 @@ class JobOutput(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "queue", "state", "params", "result", "progress", "progress_message", "eta_seconds",
+            "id", "kind", "queue", "state", "params", "estimate", "result", "progress", "progress_message", "eta_seconds",
             "error", "error_code", "attempts", "created_at", "dispatched_at", "started_at", "finished_at",
             "cancel_requested_at",
         ]

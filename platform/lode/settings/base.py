@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "tenants",
     "lode.core",
     "lode.training",
+    "lode.billing",
     "lode.dashboard",
 ]
 
@@ -260,7 +261,28 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(JOB_RECONCILE_EVERY_SECONDS),
         "options": {"queue": "cpu", "expires": float(JOB_RECONCILE_EVERY_SECONDS)},
     },
+    # Closes last month's invoices once its grace period has passed; idempotent, so hourly.
+    "close-billing-periods": {
+        "task": "lode.billing.close_periods",
+        "schedule": 3600.0,
+        "options": {"queue": "cpu", "expires": 3600.0},
+    },
 }
+
+# --- Billing ----------------------------------------------------------------------------------------
+# New organizations start on this plan (plans are seeded by lode/billing/migrations).
+BILLING_DEFAULT_PLAN = env_str("LODE_BILLING_DEFAULT_PLAN", "developer")
+BILLING_DEFAULT_TAX_RATE = env_str("LODE_BILLING_DEFAULT_TAX_RATE", "0")
+BILLING_INVOICE_PREFIX = env_str("LODE_BILLING_INVOICE_PREFIX", "LODE")
+# The close of a month waits this long after it ends, for usage still in flight.
+BILLING_CLOSE_GRACE_SECONDS = env_int("LODE_BILLING_CLOSE_GRACE_SECONDS", 3600)
+# The GPU class a gpu-queue worker bills its time as (a billing meter dimension); "cpu" when the
+# worker has no accelerator.
+GPU_CLASS = env_str("LODE_GPU_CLASS", "cpu")
+# Stripe is optional: without a secret key, invoices are marked paid by staff.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
 
 # /metrics: with a token set, Prometheus must send it as a bearer token; without, loopback only.
 METRICS_TOKEN = env_str("LODE_METRICS_TOKEN", "")

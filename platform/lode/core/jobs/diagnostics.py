@@ -29,6 +29,13 @@ def ping_params_validate(params: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def ping_usage_estimate(params: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """A gpu ping holds its worker for about steps x sleep_seconds."""
+    from django.conf import settings
+
+    return [("gpu_seconds", settings.GPU_CLASS, round(params["steps"] * params["sleep_seconds"], 6))]
+
+
 class PingFailure(RuntimeError):
     """The failure a ping job was asked to report."""
 

@@ -24,6 +24,15 @@ class JobKind:
     time_limit_seconds: int = 3600
     # Validates and normalises the parameters; raises ValidationFailed naming the field.
     validate_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Billing: whether the job's compute time is metered (by default, everything on the gpu
+    # queue), and its usage estimate from its (validated) parameters: [(meter, dimension, quantity)],
+    # checked against the tenant's quotas before the job is written (see jobs/metering.py).
+    metered: bool | None = None
+    estimate_usage: Callable[[dict[str, Any]], list[tuple[str, str, Any]]] | None = None
+
+    @property
+    def is_metered(self) -> bool:
+        return self.queue == "gpu" if self.metered is None else self.metered
 
     def load_handler(self) -> Callable:
         return import_string(self.handler)

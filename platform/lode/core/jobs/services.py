@@ -18,6 +18,7 @@ from lode.core.errors import Conflict
 from lode.core.models import JOB_TRANSITIONS, Job, JobEvent, JobState
 from lode.core.observability import request_id_var
 
+from .metering import job_metering_get
 from .registry import job_kind_get
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ def job_create(
     transaction commits, so a worker never sees a job that does not exist yet."""
     job_kind = job_kind_get(kind)
     clean_params = job_kind.validate_params(dict(params or {})) if job_kind.validate_params else dict(params or {})
+    estimate: dict[str, Any] = {}
+    metering = job_metering_get()
+    if job_kind.estimate_usage is not None and metering is not None:
+        # Refused up front (402) when the estimate does not fit the tenant's quotas or credit.
+        estimate = metering.admit(tenant_id=tenant_id, estimate=job_kind.estimate_usage(clean_params))
     with tenant_atomic(tenant_id):
         job = Job(
             tenant_id=tenant_id,
@@ -44,6 +50,7 @@ def job_create(
             kind=job_kind.name,
             queue=job_kind.queue,
             params=clean_params,
+            estimate=estimate,
             request_id=request_id_var.get() or "",
         )
         # The database enforces uniqueness and the check constraints; validating them here would
@@ -168,11 +175,12 @@ def job_progress_set(
             job_event_add(job=job, kind=JobEvent.Kind.PROGRESS, message=message, data={"progress": progress})
 
 
-def job_checkpoint_save(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, checkpoint: dict[str, Any]) -> None:
+def job_checkpoint_save(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, checkpoint: dict[str, Any]) -> bool:
+    """Stores the handler's resume state; False when the job is no longer this worker's."""
     with tenant_atomic(tenant_id):
-        Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(
+        return bool(Job.objects.filter(id=job_id, state=JobState.RUNNING, worker=worker).update(
             checkpoint=checkpoint, heartbeat_at=timezone.now()
-        )
+        ))
 
 
 def job_succeed(*, tenant_id: UUID | str, job_id: UUID | str, worker: str, result: dict[str, Any]) -> Job | None:

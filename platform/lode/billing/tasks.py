@@ -1,0 +1,10 @@
+"""Celery entry points of billing."""
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="lode.billing.close_periods", acks_late=True, time_limit=3600, soft_time_limit=3500)
+def close_periods() -> dict:
+    """Closes last month for every tenant once its grace period passed (idempotent)."""
+    return services.periods_close_due()
