@@ -44,7 +44,7 @@ pg_up() {
   as_postgres mkdir -p "$PG_SOCK"
   if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LODE_STATE/postgres/server.log" -w -s start \
-      -o "-c listen_addresses=127.0.0.1 -p $LODE_PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=${LODE_PG_FSYNC:-off} -c max_connections=200"
+      -o "-c listen_addresses=127.0.0.1 -p $LODE_PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=${LODE_PG_FSYNC:-off} -c max_connections=300"
   fi
   # Three roles: lode_owner owns the schema and runs migrations; lode_app is what the platform
   # connects as (it does not own the tables, so row-level security applies to it); lode_system

@@ -7,6 +7,7 @@ from lode.core import health
 api_v1 = [
     path("", include("tenants.urls")),
     path("", include("lode.core.urls")),
+    path("", include("lode.billing.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

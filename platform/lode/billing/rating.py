@@ -71,6 +71,11 @@ class RatedLine:
     tiers: list[dict] = field(default_factory=list)
 
 
+def plain(value: Decimal) -> str:
+    """A Decimal as a plain string without trailing zeros or exponent: 7200.000000 -> "7200"."""
+    return format(value.normalize(), "f")
+
+
 def round_minor(amount: Decimal) -> int:
     return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
@@ -97,8 +102,8 @@ def tiered_amount(quantity: Decimal, price: Price) -> tuple[Decimal, list[dict]]
             amount = width * unit_price / Decimal(price.price_unit)
             total += amount
             breakdown.append({
-                "from": str(lower), "up_to": None if up_to is None else str(up_to), "quantity": str(width),
-                "unit_price": str(unit_price), "price_unit": price.price_unit, "amount": str(amount),
+                "from": plain(lower), "up_to": None if up_to is None else plain(up_to), "quantity": plain(width),
+                "unit_price": plain(unit_price), "price_unit": price.price_unit, "amount": plain(amount),
             })
             remaining -= width
         if up_to is not None:

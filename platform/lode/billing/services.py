@@ -286,6 +286,21 @@ def spend_limits_set(
     return account
 
 
+def billing_email_set(*, tenant_id: UUID | str, email: str, by: Any = None, ip: str | None = None) -> BillingAccount:
+    account = account_ensure(tenant_id=tenant_id)
+    with tenant_atomic(tenant_id):
+        account = BillingAccount.objects.select_for_update().get(tenant_id=tenant_id)
+        account.billing_email = email
+        try:
+            account.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
+        except DjangoValidationError as exc:
+            raise ValidationFailed("billing_email: not a valid address", details={"field": "billing_email", "errors": exc.messages}) from None
+        account.save(update_fields=["billing_email"])
+        audit_record(tenant_id=tenant_id, action="billing.email_set", user=_user(by), api_key=_api_key(by),
+                     target=account, ip=ip, data={"billing_email": email})
+    return account
+
+
 def credit_grant(
     *, tenant_id: UUID | str, amount_minor: int, reason: str, expires_at: datetime | None = None, by: Any = None,
 ) -> CreditGrant:
@@ -496,7 +511,7 @@ def invoice_close(*, tenant_id: UUID | str, period_start: datetime, now: datetim
             )
             for position, line in enumerate(lines, start=1)
         ])
-        credits = _credits_apply(tenant_id=tenant_id, invoice=invoice, amount_minor=subtotal, start=start, end=end)
+        credits = _credits_apply(tenant_id=tenant_id, invoice=invoice, amount_minor=subtotal, start=start, now=now)
         invoice.credits_applied_minor = credits
         invoice.tax_minor = rating.tax_amount(subtotal - credits, account.tax_rate)
         invoice.total_minor = subtotal - credits + invoice.tax_minor
@@ -511,13 +526,14 @@ def invoice_close(*, tenant_id: UUID | str, period_start: datetime, now: datetim
     return invoice
 
 
-def _credits_apply(*, tenant_id: UUID | str, invoice: Invoice, amount_minor: int, start: datetime, end: datetime) -> int:
-    """Draws credit for the invoice from grants valid during the period, soonest-expiring first."""
+def _credits_apply(*, tenant_id: UUID | str, invoice: Invoice, amount_minor: int, start: datetime, now: datetime) -> int:
+    """Draws credit for the invoice from grants held at the close that had not expired before the
+    period began, soonest-expiring first."""
     if amount_minor <= 0:
         return 0
     grants = list(
         CreditGrant.objects.select_for_update()
-        .filter(granted_at__lt=end, currency=invoice.currency).exclude(expires_at__lte=start)
+        .filter(granted_at__lte=now, currency=invoice.currency).exclude(expires_at__lte=start)
         .order_by("expires_at", "granted_at", "id")
     )
     applied = 0
