@@ -81,6 +81,18 @@ def s3_bucket():
     return settings.S3_BUCKET
 
 
+@pytest.fixture(autouse=True)
+def plan_catalog(request):
+    """The plan catalogue is data a migration writes; a transactional test's flush empties it, so
+    every database test starts with it present again (one query when it is there)."""
+    if "django_db" not in request.keywords and not {"db", "transactional_db"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("_django_db_helper")
+    from lode.billing.catalog import plan_catalog_ensure
+
+    plan_catalog_ensure()
+
+
 # --- Celery workers ------------------------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ def subscriptions_set(tenant_id, segments: list[tuple[PlanVersion, datetime, dat
     itself refuses dates in the past, so a past month is set up here)."""
     services.account_ensure(tenant_id=tenant_id)
     with tenant_atomic(tenant_id):
+        # Billing began with the first segment: usage dated from then on is accounted as dated.
+        BillingAccount.objects.filter(tenant_id=tenant_id).update(closed_through=segments[0][1])
         Subscription.objects.all().delete()
         for version, starts_at, ends_at in segments:
             Subscription.objects.create(tenant_id=tenant_id, plan_version=version, starts_at=starts_at, ends_at=ends_at)

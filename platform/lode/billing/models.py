@@ -169,7 +169,8 @@ class BillingAccount(models.Model):
                                    help_text="e.g. 0.2000 for 20%")
     tax_label = models.CharField(max_length=40, blank=True, default="Tax")
     billing_email = models.EmailField(blank=True)
-    # Usage dated before this instant belongs to a closed period; it is accounted at this instant.
+    # Usage dated before this instant belongs to a closed period (or to before billing began); it
+    # is accounted at this instant.
     closed_through = models.DateTimeField(null=True, blank=True)
     spend_limit_minor = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(0)],
                                                help_text="Hard limit on a period's cost; work past it is refused.")

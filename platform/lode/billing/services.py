@@ -69,18 +69,20 @@ def account_ensure(*, tenant_id: UUID | str) -> BillingAccount:
         version = selectors.plan_version_current(plan) if plan else None
         if version is None:
             raise LodeError(f"The default plan {settings.BILLING_DEFAULT_PLAN!r} does not exist.")
+        # Billing starts with the month the organization was created in. The close mark starts
+        # there too, so usage dated earlier is accounted at that instant: no usage ever falls
+        # outside a subscription, unrated.
+        founded = Organization.objects.filter(id=tenant_id).values_list("created_at", flat=True).first()
+        starts_at, _ = selectors.period_bounds(min(founded or timezone.now(), timezone.now()))
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO billing_billingaccount (tenant_id, currency, tax_rate, tax_label, billing_email,"
-                " stripe_customer_id, created_at) VALUES (%s, %s, %s, 'Tax', '', '', now()) ON CONFLICT DO NOTHING",
-                [str(tenant_id), plan.currency, settings.BILLING_DEFAULT_TAX_RATE],
+                " stripe_customer_id, closed_through, created_at) VALUES (%s, %s, %s, 'Tax', '', '', %s, now())"
+                " ON CONFLICT DO NOTHING",
+                [str(tenant_id), plan.currency, settings.BILLING_DEFAULT_TAX_RATE, starts_at],
             )
             created = cursor.rowcount == 1
         if created:
-            # From the start of the month the organization was created in: no usage it ever
-            # recorded falls outside a subscription (the default plan has no base fee to prorate).
-            founded = Organization.objects.filter(id=tenant_id).values_list("created_at", flat=True).first()
-            starts_at, _ = selectors.period_bounds(min(founded or timezone.now(), timezone.now()))
             Subscription.objects.create(tenant_id=tenant_id, plan_version=version, starts_at=starts_at)
         return BillingAccount.objects.get(tenant_id=tenant_id)
 

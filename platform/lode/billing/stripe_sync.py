@@ -39,8 +39,12 @@ MAX_RETRIES = 10
 # Errors worth trying again: the network, Stripe's rate limit and its 5xx answers. A 4xx
 # (InvalidRequestError, AuthenticationError…) would fail the same way again.
 RETRYABLE = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
-# The sweep re-sends invoices whose message was lost once they have waited this long.
+# The sweep re-sends pushes whose message was lost once they have waited this long, and only
+# while Stripe still remembers the idempotency keys of any earlier attempt (24 hours): a retry
+# can then never make a second Stripe invoice. Older ones are left to staff (logged); so are
+# invoices issued while Stripe was off.
 PUSH_SWEEP_AFTER = timedelta(minutes=15)
+PUSH_SWEEP_UNTIL = timedelta(hours=20)
 
 
 def is_enabled() -> bool:
@@ -124,7 +128,7 @@ def invoice_push(*, tenant_id: UUID | str, invoice_id: UUID | str) -> str | None
 
     draft = client.v1.invoices.create(params={
         "customer": customer_id, "currency": currency, "collection_method": "send_invoice",
-        "days_until_due": getattr(settings, "STRIPE_DAYS_UNTIL_DUE", 30),
+        "days_until_due": settings.STRIPE_DAYS_UNTIL_DUE,
         # Only the items below: nothing pending on the customer slips in.
         "pending_invoice_items_behavior": "exclude", "auto_advance": False,
         "description": f"Lode invoice {invoice.number}, {invoice.period_start:%B %Y}",
@@ -184,13 +188,17 @@ def invoices_push_pending(*, now: datetime | None = None) -> int:
     lost to a broker outage, or a push that ran out of retries). Returns how many were sent."""
     if not is_enabled():
         return 0
-    cutoff = (now or timezone.now()) - PUSH_SWEEP_AFTER
+    now = now or timezone.now()
+    unpushed = dangerously_all_tenants(Invoice).filter(status=Invoice.Status.OPEN, stripe_invoice_id="")
     pending = list(
-        dangerously_all_tenants(Invoice).filter(status=Invoice.Status.OPEN, stripe_invoice_id="", issued_at__lt=cutoff)
-        .values_list("tenant_id", "id")[:500]
+        unpushed.filter(issued_at__lt=now - PUSH_SWEEP_AFTER, issued_at__gte=now - PUSH_SWEEP_UNTIL)
+        .order_by("issued_at").values_list("tenant_id", "id")[:500]
     )
     for tenant_id, invoice_id in pending:
         stripe_push_invoice.apply_async(args=[str(tenant_id), str(invoice_id)])
+    stuck = unpushed.filter(issued_at__lt=now - PUSH_SWEEP_UNTIL).count()
+    if stuck:
+        logger.warning("%s open invoices were never pushed to Stripe and are past the safe retry window", stuck)
     return len(pending)
 
 

@@ -8,3 +8,7 @@ from . import services
 def close_periods() -> dict:
     """Closes last month for every tenant once its grace period passed (idempotent)."""
     return services.periods_close_due()
+
+
+# The Stripe tasks live beside the integration; importing them here registers them with workers.
+from .stripe_sync import stripe_push_invoice, stripe_push_pending  # noqa: E402,F401

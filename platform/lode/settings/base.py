@@ -267,6 +267,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "cpu", "expires": 3600.0},
     },
+    # Pushes issued invoices to Stripe that a failed push left behind; does nothing without Stripe.
+    "stripe-push-pending": {
+        "task": "lode.billing.stripe_push_pending",
+        "schedule": 600.0,
+        "options": {"queue": "cpu", "expires": 600.0},
+    },
 }
 
 # --- Billing ----------------------------------------------------------------------------------------
@@ -283,6 +289,7 @@ GPU_CLASS = env_str("LODE_GPU_CLASS", "cpu")
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
+STRIPE_DAYS_UNTIL_DUE = env_int("STRIPE_DAYS_UNTIL_DUE", 30)
 
 # /metrics: with a token set, Prometheus must send it as a bearer token; without, loopback only.
 METRICS_TOKEN = env_str("LODE_METRICS_TOKEN", "")
