@@ -345,7 +345,7 @@ def test_a_valid_invoice_paid_event_marks_our_invoice_paid(pushed_invoice, webho
     assert invoice.payment_reference == f"stripe:{pushed_invoice.stripe_invoice_id}"
     assert invoice.paid_at is not None and invoice.paid_at < timezone.now()
     event = StripeEvent.objects.get(id="evt_1")
-    assert (event.type, event.outcome, event.tenant_id) == ("invoice.paid", "paid", pushed_invoice.tenant_id)
+    assert (event.type, event.outcome, event.lode_tenant_ref) == ("invoice.paid", "paid", pushed_invoice.tenant_id)
 
 
 def test_a_replayed_event_is_ignored(pushed_invoice, webhook_secret):

@@ -356,5 +356,6 @@ class StripeEvent(models.Model):
     id = models.CharField(max_length=100, primary_key=True)
     type = models.CharField(max_length=100)
     received_at = models.DateTimeField(default=timezone.now)
-    tenant_id = models.UUIDField(null=True, blank=True)
+    # The organization the event concerned (from our metadata), for staff; not a tenant-owned row.
+    lode_tenant_ref = models.UUIDField(null=True, blank=True)
     outcome = models.CharField(max_length=200, blank=True)

@@ -271,7 +271,7 @@ def _event_claim(event_id: str, event_type: str, *, tenant_id: UUID | None) -> b
     now: the unique key makes this insert wait for it)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO billing_stripeevent (id, type, received_at, tenant_id, outcome) VALUES (%s, %s, now(), %s, '')"
+            "INSERT INTO billing_stripeevent (id, type, received_at, lode_tenant_ref, outcome) VALUES (%s, %s, now(), %s, '')"
             " ON CONFLICT (id) DO NOTHING",
             [event_id, event_type, str(tenant_id) if tenant_id else None],
         )

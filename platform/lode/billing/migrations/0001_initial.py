@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
                 ('id', models.CharField(max_length=100, primary_key=True, serialize=False)),
                 ('type', models.CharField(max_length=100)),
                 ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('tenant_id', models.UUIDField(blank=True, null=True)),
+                ('lode_tenant_ref', models.UUIDField(blank=True, null=True)),
                 ('outcome', models.CharField(blank=True, max_length=200)),
             ],
         ),
