@@ -144,3 +144,25 @@ def test_usage_dated_before_billing_began_is_accounted_when_it_began(make_tenant
     [event] = rows(UsageEvent, tenant_id)
     billing_began, _ = selectors.period_bounds(timezone.now())
     assert event.occurred_at == month(2025, 1, 5) and event.accounted_at == billing_began
+
+
+@TRANSACTIONAL_WITH_SYSTEM
+def test_stored_bytes_are_billed_as_byte_hours_once_per_hour(make_tenant, api_client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from lode.billing.storage import storage_sample
+
+    tenant = make_tenant()
+    client = api_client_for(tenant.user)
+    assert client.post("/api/v1/artifacts", {"file": SimpleUploadedFile("a.bin", b"x" * 1000)}, format="multipart").status_code == 201
+    assert client.post("/api/v1/artifacts", {"file": SimpleUploadedFile("b.bin", b"y" * 500)}, format="multipart").status_code == 201
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timezone.timedelta(hours=2)
+
+    first = storage_sample(now=hour + timezone.timedelta(minutes=5))
+    again = storage_sample(now=hour + timezone.timedelta(minutes=50))  # the same hour: nothing new
+
+    ledger = system(UsageEvent).filter(tenant_id=tenant.organization.id, meter="storage_byte_hours")
+    assert first["recorded"] == 24 and again == {"recorded": 0, "duplicates": 24, "failed": 0}
+    assert ledger.count() == 24  # the last hour and the day's backfill, each once
+    assert set(ledger.values_list("quantity", flat=True)) == {Decimal(1500)}
+    assert set(ledger.values_list("dimension", flat=True)) == {"artifact"}

@@ -267,6 +267,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "cpu", "expires": 3600.0},
     },
+    # Stored bytes become byte-hours; each hour is keyed, so extra runs bill nothing twice.
+    "sample-storage": {
+        "task": "lode.billing.sample_storage",
+        "schedule": 900.0,
+        "options": {"queue": "cpu", "expires": 900.0},
+    },
     # Pushes issued invoices to Stripe that a failed push left behind; does nothing without Stripe.
     "stripe-push-pending": {
         "task": "lode.billing.stripe_push_pending",
