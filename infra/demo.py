@@ -109,6 +109,23 @@ def main() -> None:
     if follow_job(api, base, job["id"])["state"] != "succeeded":
         sys.exit("gpu-queue job failed")
 
+    step("Billing: the gpu job's time is metered; usage, cost so far and a forecast")
+    usage = browser.get(f"{base}/api/v1/billing/usage", timeout=10).json()
+    for item in usage["usage"]:
+        print(f"  {item['meter']} {item['dimension'] or '(all)'}: {item['quantity']} {item['unit']}s")
+    print(f"  {usage['period']}: cost so far {usage['cost_so_far_minor'] / 100:.2f} {usage['currency']},"
+          f" forecast {usage['forecast_minor'] / 100:.2f} {usage['currency']}")
+    quota = browser.post(f"{base}/api/v1/billing/quotas",
+                         json={"meter": "gpu_seconds", "kind": "hard", "limit": "30"}, timeout=10).json()
+    refused = api.post(f"{base}/api/v1/jobs", json={"kind": "core.ping.gpu", "params": {"steps": 60, "sleep_seconds": 1}},
+                       timeout=10)
+    details = refused.json()["error"]["details"]
+    print(f"  with a hard quota of 30 GPU-seconds a 60-second job is refused: {refused.status_code}"
+          f" (estimated {details.get('estimated')}, remaining {details.get('remaining')})")
+    browser.delete(f"{base}/api/v1/billing/quotas/{quota['id']}", timeout=10)
+    if refused.status_code != 402:
+        sys.exit("the quota did not refuse the job")
+
     step("Store an artifact and fetch it back through a short-lived presigned URL")
     content = "question,answer\nWhere is my order?,It ships within two business days.\n".encode()
     artifact = api.post(f"{base}/api/v1/artifacts", files={"file": ("faq.csv", content, "text/csv")}, timeout=30).json()

@@ -2,8 +2,8 @@
 
 Routes are enumerated from the URL resolver at collection time, so a new endpoint is probed
 without anyone adding it here. Tenant A gets one object of every kind a route can name (a job, an
-artifact, an API key, a second member, a pending invitation), made through the real services and
-API. As tenant B (its owner's API key with every permission, and its owner's session; dashboard
+artifact, an API key, a second member, a pending invitation, a quota, an issued invoice), made
+through the real services and API. As tenant B (its owner's API key with every permission, and its owner's session; dashboard
 pages take the session only):
 
 - a route that names an object: every verb the view implements answers 404 (a dashboard action
@@ -23,6 +23,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from http.cookies import SimpleCookie
 
 import pytest
@@ -30,8 +31,12 @@ from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from lode.billing.models import Invoice, Quota
+from lode.billing.selectors import period_bounds
+from lode.billing.services import invoice_close, quota_set
 from lode.core.jobs.services import job_create
 from lode.core.models import Artifact, Job
 from tenants.db_context import SETTINGS
@@ -57,6 +62,9 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/schema": "the OpenAPI description; the same for everyone",
     "api/v1/docs": "the API documentation page; the same for everyone",
     "api/v1/job-kinds": "the platform's catalogue of job kinds; the same for every tenant",
+    "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",
+    "api/v1/billing/estimate": "prices usage for the caller's own organization; names no object (POST only)",
+    "api/v1/billing/stripe/webhook": "Stripe's calls, proven by signature, not by a tenant; tested in tests/billing/test_stripe.py",
     "login/": "the dashboard sign-in form; no tenant yet",
     "logout/": "signs the session out; names no object",
     "signup/": "the dashboard sign-up form: creates a new user and organization",
@@ -211,6 +219,9 @@ def world(make_tenant, test_clients) -> World:
     artifact_id = uploaded.json()["id"]
 
     job = job_create(tenant_id=a_org.id, created_by=a.user, kind="core.ping")
+    quota = quota_set(tenant_id=a_org.id, meter="images", kind="hard", limit=10)
+    this_month, _ = period_bounds(timezone.now())
+    invoice = invoice_close(tenant_id=a_org.id, period_start=period_bounds(this_month - timedelta(days=1))[0])
 
     # A second member of A, who signed up with an organization of their own.
     member = user_signup(email=f"{_unique('member-a')}@example.com", password="a long test password 1",
@@ -226,9 +237,12 @@ def world(make_tenant, test_clients) -> World:
         "api_key_id": str(a_key.id),
         "membership_id": str(membership.id),
         "invitation_id": str(pending.invitation.id),
+        "quota_id": str(quota.id),
+        "invoice_id": str(invoice.id),
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
-    markers = set(ids.values()) | {
+    # A quota's id is a small integer that any page may show by chance: not a marker of A's data.
+    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number} | {
         str(a_org.id), a_org.slug, a_org.name, artifact_name, a_key.prefix,
         str(a.user.id), a.user.email, str(member.user.id), member.user.email, pending.invitation.email,
         str(joined.invitation.id), *(str(m.id) for m in a_memberships),
@@ -236,6 +250,7 @@ def world(make_tenant, test_clients) -> World:
     objects = {
         "job": (Job, job.id), "artifact": (Artifact, artifact_id), "api_key": (ApiKey, a_key.id),
         "membership": (Membership, membership.id), "invitation": (Invitation, pending.invitation.id),
+        "quota": (Quota, quota.id), "invoice": (Invoice, invoice.id),
     }
     snapshot = _snapshot(a_org, objects)
 
@@ -366,7 +381,7 @@ def test_the_probe_covers_every_route_and_the_allowlist_is_current():
     probed = probed_routes()
     assert {route.route for route in probed} | set(ALLOWLIST) == routes
     # The probe reaches the object routes it exists for (a walk that finds nothing proves nothing).
-    assert {"job_id", "artifact_id", "api_key_id", "membership_id", "invitation_id"} <= {
+    assert {"job_id", "artifact_id", "api_key_id", "membership_id", "invitation_id", "quota_id", "invoice_id"} <= {
         kwarg for route in probed for kwarg in route.kwargs
     }
 

@@ -37,6 +37,7 @@ NO_AREA: dict[str, str] = {
     "api/v1/auth/me": "the caller's own identity and rights",
     "api/v1/auth/switch-organization": "the session picks among the user's own organizations",
     "api/v1/invitations/accept": "the invitee is not a member yet; the token and email decide",
+    "api/v1/billing/stripe/webhook": "Stripe's calls: no session or key; the signature over the body decides",
     "api/v1/schema": "the OpenAPI description",
     "api/v1/docs": "the API documentation page",
 }
@@ -61,6 +62,12 @@ EXPECTED_PAGE_PERMISSIONS: dict[str, tuple[str | None, str | None]] = {
     "settings/api-keys/": ("organization:read", "organization:write"),
     "settings/api-keys/<uuid:api_key_id>/revoke/": (None, "organization:write"),
     "settings/audit/": ("audit:read", None),
+    "billing/": ("billing:read", "billing:write"),
+    "billing/quotas/<int:quota_id>/delete/": (None, "billing:write"),
+    "billing/plans/": ("billing:read", "billing:write"),
+    "billing/invoices/": ("billing:read", None),
+    "billing/invoices/<uuid:invoice_id>/html": ("billing:read", None),
+    "billing/invoices/<uuid:invoice_id>/pdf": ("billing:read", None),
 }
 
 

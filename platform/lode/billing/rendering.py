@@ -6,6 +6,7 @@ Also the money and quantity formatting the dashboard's billing pages use, so a p
 invoice never show the same amount two ways."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -15,6 +16,8 @@ from pathlib import Path
 from uuid import UUID
 
 from django.template.loader import render_to_string
+from fpdf import FPDF
+from fpdf.fonts import FontFace
 
 from tenants.db_context import tenant_atomic
 from tenants.models import Organization
@@ -38,6 +41,10 @@ NAMED_PRICE_UNITS = {
     ("gpu_seconds", 3600): "GPU-hour",
     ("storage_byte_hours", 730 * 10**9): "GB-month",
 }
+
+# fpdf2 subsets embedded fonts with fontTools, which logs every table and glyph it keeps at INFO:
+# a screenful per PDF that says nothing an operator needs.
+logging.getLogger("fontTools.subset").setLevel(logging.WARNING)
 
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 # Core PDF fonts only know latin-1; these stand in for the characters our own text uses.
@@ -272,18 +279,30 @@ def _unicode_fonts() -> tuple[Path, Path] | None:
     return (regular, bold) if regular.is_file() and bold.is_file() else None
 
 
+class _PagedPdf(FPDF):
+    """An FPDF whose pages end with the invoice number and "page n of m"."""
+
+    footer_text = ""
+    footer_font = "Helvetica"
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(self.footer_font, "", 7.5)
+        self.set_text_color(105, 112, 125)
+        self.cell(0, 5, f"{self.footer_text}    Page {self.page_no()} of {{nb}}", align="R")
+
+
 class _InvoicePdf:
     """Lays an InvoiceDocument out on A4 pages."""
 
     INK = (30, 35, 45)
     MUTED = (105, 112, 125)
     LINE = (210, 214, 222)
+    BAD = (180, 35, 24)
 
     def __init__(self, document: InvoiceDocument):
-        from fpdf import FPDF
-
         self.document = document
-        self.pdf = FPDF(orientation="portrait", unit="mm", format="A4")
+        self.pdf = _PagedPdf(orientation="portrait", unit="mm", format="A4")
         self.pdf.set_margins(18, 18, 18)
         self.pdf.set_auto_page_break(auto=True, margin=18)
         fonts = _unicode_fonts()
@@ -293,6 +312,8 @@ class _InvoicePdf:
             self.family, self.unicode = "DejaVu", True
         else:
             self.family, self.unicode = "Helvetica", False
+        self.pdf.footer_font = self.family
+        self.pdf.footer_text = self.text(document.number or "Draft invoice")
 
     def text(self, value: str) -> str:
         if self.unicode:
@@ -304,8 +325,6 @@ class _InvoicePdf:
         self.pdf.set_text_color(*color)
 
     def build(self) -> bytes:
-        from fpdf.fonts import FontFace
-
         document, pdf = self.document, self.pdf
         pdf.set_title(self.text(document.title))
         pdf.set_author(self.text(document.organization_name))
@@ -327,6 +346,12 @@ class _InvoicePdf:
         self.font(9, color=self.MUTED)
         pdf.cell(width / 2, 6, self.text(f"Status: {document.status_label}"), align="R", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(4)
+        if document.status == "void":
+            self.font(11, bold=True, color=self.BAD)
+            when = f" on {document.voided_on}" if document.voided_on else ""
+            pdf.multi_cell(width, 6, self.text(f"VOID: this invoice was voided{when}; nothing is due on it."),
+                           new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(2)
 
         facts = [("Issued", document.issued_on or "not yet"), ("Period", document.period_text),
                  ("Bill to", ", ".join(document.bill_to) or "-"), ("Currency", document.currency)]
@@ -341,12 +366,12 @@ class _InvoicePdf:
             pdf.multi_cell(width - 28, 5.5, self.text(value), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(5)
 
-        self.font(9)
+        self.font(8.5)
         pdf.set_draw_color(*self.LINE)
         heading = FontFace(emphasis="BOLD", color=self.MUTED, fill_color=(244, 245, 248))
-        tier_style = FontFace(color=self.MUTED, size_pt=8)
+        tier_style = FontFace(color=self.MUTED, size_pt=7.5)
         with pdf.table(
-            col_widths=(76, 24, 24, 24, 26), text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+            col_widths=(48, 28, 34, 36, 28), text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
             borders_layout="HORIZONTAL_LINES", headings_style=heading, line_height=5, padding=(1.2, 1.5),
             width=width,
         ) as table:

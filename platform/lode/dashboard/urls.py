@@ -1,7 +1,7 @@
 """Dashboard page routes (server-rendered HTML; the API lives under /api/v1/)."""
 from django.urls import path
 
-from . import views
+from . import billing_views, views
 
 app_name = "dashboard"
 
@@ -13,6 +13,13 @@ urlpatterns = [
     path("organizations/switch/", views.OrganizationSwitchView.as_view(), name="organization-switch"),
     path("jobs/", views.JobListView.as_view(), name="jobs"),
     path("jobs/<uuid:job_id>/", views.JobDetailView.as_view(), name="job"),
+    # Billing
+    path("billing/", billing_views.BillingOverviewView.as_view(), name="billing"),
+    path("billing/quotas/<int:quota_id>/delete/", billing_views.QuotaDeleteView.as_view(), name="billing-quota-delete"),
+    path("billing/plans/", billing_views.BillingPlansView.as_view(), name="billing-plans"),
+    path("billing/invoices/", billing_views.InvoiceListView.as_view(), name="billing-invoices"),
+    path("billing/invoices/<uuid:invoice_id>/html", billing_views.InvoiceHtmlView.as_view(), name="billing-invoice-html"),
+    path("billing/invoices/<uuid:invoice_id>/pdf", billing_views.InvoicePdfView.as_view(), name="billing-invoice-pdf"),
     # Organization settings
     path("settings/members/", views.MembersView.as_view(), name="members"),
     path("settings/members/<uuid:membership_id>/role/", views.MemberRoleChangeView.as_view(), name="member-role"),

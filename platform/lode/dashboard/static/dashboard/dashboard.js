@@ -1,6 +1,6 @@
-/* Dashboard behaviour on top of htmx: draws loss charts (Chart.js) in content as it is loaded or
-   swapped in by polling, and frees a chart when htmx removes its canvas; copy buttons; the
-   organization switcher's submit on change. */
+/* Dashboard behaviour on top of htmx: draws loss charts and the billing usage chart (Chart.js) in
+   content as it is loaded or swapped in by polling, and frees a chart when htmx removes its
+   canvas; copy buttons; the organization switcher's submit on change. */
 (function () {
   "use strict";
 
@@ -35,10 +35,58 @@
     });
   }
 
+  var PALETTE = ["#2f5fd0", "#1e7b45", "#b3261e", "#9a6400", "#7b3fb0", "#0f7c8c", "#5d6677"];
+
+  // Billing: daily usage, one line per meter. Meters count very different things (millions of
+  // tokens, a handful of images), so the scale turns logarithmic when they differ by more than
+  // three orders of magnitude; a day without usage is then a gap instead of a zero.
+  function drawUsageChart(canvas) {
+    if (typeof Chart === "undefined" || Chart.getChart(canvas)) return;
+    var source = document.getElementById(canvas.dataset.usageChart);
+    if (!source) return;
+    var chart = JSON.parse(source.textContent);
+    var positive = [];
+    chart.datasets.forEach(function (dataset) {
+      dataset.data.forEach(function (value) { if (value > 0) positive.push(value); });
+    });
+    var logarithmic = positive.length > 0 && Math.max.apply(null, positive) / Math.min.apply(null, positive) > 1000;
+    new Chart(canvas, {
+      type: "line",
+      data: {
+        labels: chart.labels,
+        datasets: chart.datasets.map(function (dataset, index) {
+          var colour = PALETTE[index % PALETTE.length];
+          return {
+            label: dataset.label,
+            data: logarithmic ? dataset.data.map(function (value) { return value > 0 ? value : null; }) : dataset.data,
+            borderColor: colour,
+            backgroundColor: colour,
+            borderWidth: 2,
+            pointRadius: 3,
+            tension: 0.1,
+            spanGaps: false,
+          };
+        }),
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        scales: {
+          x: { title: { display: true, text: "day (UTC)" } },
+          y: { type: logarithmic ? "logarithmic" : "linear", beginAtZero: !logarithmic, title: { display: true, text: "quantity" } },
+        },
+        plugins: { legend: { display: true, position: "bottom" } },
+      },
+    });
+  }
+
   htmx.onLoad(function (root) {
     var canvases = root.matches && root.matches("canvas[data-loss-chart]") ? [root] : [];
     canvases.push.apply(canvases, root.querySelectorAll("canvas[data-loss-chart]"));
     canvases.forEach(drawLossChart);
+    var usage = root.matches && root.matches("canvas[data-usage-chart]") ? [root] : [];
+    usage.push.apply(usage, root.querySelectorAll("canvas[data-usage-chart]"));
+    usage.forEach(drawUsageChart);
   });
 
   // Copy buttons: <button data-copy="element-id"> copies that element's text (the new API key).
