@@ -166,3 +166,25 @@ def test_stored_bytes_are_billed_as_byte_hours_once_per_hour(make_tenant, api_cl
     assert ledger.count() == 24  # the last hour and the day's backfill, each once
     assert set(ledger.values_list("quantity", flat=True)) == {Decimal(1500)}
     assert set(ledger.values_list("dimension", flat=True)) == {"artifact"}
+
+
+@TRANSACTIONAL_WITH_SYSTEM
+def test_concurrent_batches_sharing_keys_in_opposite_orders_neither_deadlock_nor_double_count(make_tenant):
+    tenant_id = make_tenant().organization.id
+    services.account_ensure(tenant_id=tenant_id)
+    keys = [f"shared:{i:04d}" for i in range(2000)]
+    orders = [keys, keys[::-1], keys[1::2] + keys[::2], keys[::-1][::2] + keys[::-1][1::2]]
+    start = threading.Barrier(len(orders))
+
+    def send(order: list[str]) -> int:
+        try:
+            start.wait(timeout=30)
+            return services.usage_record(tenant_id=tenant_id, events=[usage("labeled_tasks", 1, key=key) for key in order]).recorded
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(orders)) as pool:
+        recorded = list(pool.map(send, orders))  # a deadlock would raise here
+
+    assert sum(recorded) == len(keys)
+    assert system(UsageEvent).filter(tenant_id=tenant_id).count() == len(keys)

@@ -223,6 +223,9 @@ def usage_record(*, tenant_id: UUID | str, events: Sequence[UsageInput]) -> Usag
                    e.source_type, e.source_id, e.idempotency_key
             FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
                  AS e(meter, dimension, quantity, occurred_at, source_type, source_id, idempotency_key)
+            -- One order for every writer: batches sharing keys (re-sends still in flight) then
+            -- take the unique-index locks in the same order and wait instead of deadlocking.
+            ORDER BY e.idempotency_key
             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
             """,
             [str(tenant_id), closed_through, now, *[list(column) for column in columns]],
