@@ -206,13 +206,17 @@ def usage_record(*, tenant_id: UUID | str, events: Sequence[UsageInput]) -> Usag
         raise ValidationFailed(f"events: at most {MAX_BATCH} per call", details={"field": "events"})
     now = timezone.now()
     rows = _usage_validate(events, now)
-    account_ensure(tenant_id=tenant_id)
     columns = list(zip(*rows))
     with tenant_atomic(tenant_id), connection.cursor() as cursor:
         # FOR SHARE: a close (FOR UPDATE) waits for this write to commit, and this write waits
         # for a running close, so the close mark read here stays true until commit.
         cursor.execute("SELECT closed_through FROM billing_billingaccount WHERE tenant_id = %s FOR SHARE", [str(tenant_id)])
-        closed_through = cursor.fetchone()[0]
+        account = cursor.fetchone()
+        if account is None:  # the tenant's first usage: open its account, then read it again
+            account_ensure(tenant_id=tenant_id)
+            cursor.execute("SELECT closed_through FROM billing_billingaccount WHERE tenant_id = %s FOR SHARE", [str(tenant_id)])
+            account = cursor.fetchone()
+        closed_through = account[0]
         cursor.execute(
             """
             INSERT INTO billing_usageevent
