@@ -21,33 +21,11 @@ from django.utils import timezone
 from lode.billing import rendering, selectors, services
 from lode.core.errors import NotFound
 from tenants.models import AuditEvent, Organization
-from tenants.services import invitation_accept, invitation_create, user_signup
+from tenants.services import invitation_accept, invitation_create
 from tests.conftest import rows
-
-PASSWORD = "violet-harbour-lantern-42"
+from tests.dashboard.conftest import PASSWORD, client_for
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ada():
-    return user_signup(email="ada@example.com", password=PASSWORD, organization_name="Analytical Engines")
-
-
-@pytest.fixture
-def grace():
-    return user_signup(email="grace@example.com", password=PASSWORD, organization_name="Compilers Inc")
-
-
-def _client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def ada_client(ada) -> Client:
-    return _client_for(ada.user)
 
 
 def _member(owner, role: str) -> Client:
@@ -55,7 +33,7 @@ def _member(owner, role: str) -> Client:
     user = get_user_model().objects.create_user(f"{role}-{uuid.uuid4().hex[:6]}@example.com", PASSWORD)
     sent = invitation_create(tenant_id=owner.organization.id, invited_by=owner.user, email=user.email, role=role)
     invitation_accept(token=sent.token, user=user)
-    return _client_for(user)
+    return client_for(user)
 
 
 def _html(response) -> str:
@@ -234,7 +212,7 @@ def test_anonymous_user_is_sent_to_login(client: Client, name):
 
 @pytest.mark.parametrize("role", ["owner", "billing"])
 def test_billing_writers_see_every_page_with_its_forms(ada, role):
-    client = _client_for(ada.user) if role == "owner" else _member(ada, role)
+    client = client_for(ada.user) if role == "owner" else _member(ada, role)
     for name in PAGES:
         response = client.get(reverse(name))
         assert response.status_code == 200, (name, response.status_code)
@@ -382,7 +360,7 @@ def test_removing_a_quota(ada, ada_client):
 
 def test_another_tenants_quota_cannot_be_removed(ada, grace):
     theirs = services.quota_set(tenant_id=grace.organization.id, meter="images", kind="hard", limit=10)
-    client = _client_for(ada.user)
+    client = client_for(ada.user)
     response = client.post(reverse("dashboard:billing-quota-delete", kwargs={"quota_id": theirs.id}))
     assert response.status_code == 302
     assert "No such quota." in _html(client.get(reverse("dashboard:billing")))
@@ -534,7 +512,7 @@ def test_the_invoice_pdf_is_an_attachment_with_the_number_and_total(ada, ada_cli
 
 
 def test_another_tenants_invoice_is_the_same_404_as_a_missing_one(ada_invoice, grace):
-    client = _client_for(grace.user)
+    client = client_for(grace.user)
     for name in ("dashboard:billing-invoice-html", "dashboard:billing-invoice-pdf"):
         foreign = client.get(reverse(name, kwargs={"invoice_id": ada_invoice.id}))
         missing = client.get(reverse(name, kwargs={"invoice_id": uuid.uuid4()}))

@@ -15,34 +15,12 @@ from django.urls import reverse
 
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership
 from tenants.selectors import organizations_for_user
-from tenants.services import api_key_create, invitation_accept, invitation_create, user_signup
+from tenants.services import api_key_create, invitation_accept, invitation_create
 from tests.conftest import rows
+from tests.dashboard.conftest import PASSWORD, client_for
 
-PASSWORD = "violet-harbour-lantern-42"
 SECRET = re.compile(r"lode_sk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")
-
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ada():
-    return user_signup(email="ada@example.com", password=PASSWORD, organization_name="Analytical Engines")
-
-
-@pytest.fixture
-def grace():
-    return user_signup(email="grace@example.com", password=PASSWORD, organization_name="Compilers Inc")
-
-
-def _client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def ada_client(ada) -> Client:
-    return _client_for(ada.user)
 
 
 def _user(email: str):
@@ -166,7 +144,7 @@ def test_owner_sees_every_settings_link(ada_client: Client):
 def test_annotator_sees_only_what_their_role_allows(ada):
     annotator = _user("ann@example.com")
     _join(ada, annotator, "annotator")
-    client = _client_for(annotator)
+    client = client_for(annotator)
 
     home = _html(client.get(reverse("dashboard:home")))
     assert f'href="{reverse("dashboard:members")}"' in home  # organization:read
@@ -192,7 +170,7 @@ def test_annotator_sees_only_what_their_role_allows(ada):
 def test_a_page_the_role_may_not_use_is_403_naming_the_permission(ada, method: str, name: str, permission: str):
     annotator = _user("ann@example.com")
     _join(ada, annotator, "annotator")
-    client = _client_for(annotator)
+    client = client_for(annotator)
     data = {"email": "x@example.com", "role": "engineer", "name": "k", "scopes": ["labeling:read"]}
     response = getattr(client, method)(reverse(name), data if method == "post" else None)
     assert response.status_code == 403
@@ -208,7 +186,7 @@ def test_row_actions_need_organization_write(ada):
     membership = _join(ada, annotator, "annotator")
     key = api_key_create(tenant_id=ada.organization.id, created_by=ada.user, creator_permissions=frozenset({"datasets:read"}),
                          name="ci", scopes=["datasets:read"])
-    client = _client_for(annotator)
+    client = client_for(annotator)
     for url, data in (
         (reverse("dashboard:member-role", kwargs={"membership_id": membership.id}), {"role": "admin"}),
         (reverse("dashboard:member-remove", kwargs={"membership_id": membership.id}), {}),
@@ -247,7 +225,7 @@ def test_invitation_email_link_lets_the_invitee_join_with_the_role(
     assert path == reverse("dashboard:invitation-accept", kwargs={"token": token})
 
     bob = _user("bob@example.com")
-    bob_client = _client_for(bob)
+    bob_client = client_for(bob)
     page = bob_client.get(path)
     assert page.status_code == 200
     assert "Accept invitation" in _html(page)
@@ -290,14 +268,14 @@ def test_anonymous_invitee_is_offered_login_and_signup_coming_back(client: Clien
 def test_invitation_for_another_address_is_refused_on_the_page(ada):
     created = invitation_create(tenant_id=ada.organization.id, invited_by=ada.user, email="bob@example.com", role="engineer")
     eve = _user("eve@example.com")
-    response = _client_for(eve).post(reverse("dashboard:invitation-accept", kwargs={"token": created.token}))
+    response = client_for(eve).post(reverse("dashboard:invitation-accept", kwargs={"token": created.token}))
     assert response.status_code == 403
     assert "sent to another email address" in _html(response)
     assert _members(ada, user=eve) == []
 
 
 def test_unknown_invitation_token_is_404_on_the_page(ada):
-    response = _client_for(ada.user).post(reverse("dashboard:invitation-accept", kwargs={"token": "nope"}))
+    response = client_for(ada.user).post(reverse("dashboard:invitation-accept", kwargs={"token": "nope"}))
     assert response.status_code == 404
     assert "does not exist or was revoked" in _html(response)
 
@@ -322,7 +300,7 @@ def test_revoking_an_invitation_removes_it_and_its_link_stops_working(ada_client
     assert "Invitation to bob@example.com revoked." in _messages(response)
     assert 'data-invitation="bob@example.com"' not in _html(response)
     bob = _user("bob@example.com")
-    refused = _client_for(bob).post(reverse("dashboard:invitation-accept", kwargs={"token": created.token}))
+    refused = client_for(bob).post(reverse("dashboard:invitation-accept", kwargs={"token": created.token}))
     assert refused.status_code == 404
 
 
@@ -360,7 +338,7 @@ def test_an_admin_is_offered_no_owner_actions_and_is_refused_them(ada):
     admin = _user("root@example.com")
     _join(ada, admin, "admin")
     [owner_membership] = _members(ada, user=ada.user)
-    client = _client_for(admin)
+    client = client_for(admin)
     html = _html(client.get(reverse("dashboard:members")))
     assert 'aria-label="Role of ada@example.com"' not in html  # the owner's row has no forms
     assert 'aria-label="Remove ada@example.com"' not in html
@@ -449,7 +427,7 @@ def test_bad_api_key_form_shows_the_field_error_and_creates_nothing(ada_client: 
 def test_api_key_form_offers_only_scopes_the_role_has(ada):
     admin = _user("root@example.com")
     _join(ada, admin, "admin")
-    client = _client_for(admin)
+    client = client_for(admin)
     html = _html(client.get(reverse("dashboard:api-keys")))
     assert 'value="datasets:write"' in html
     assert 'value="billing:write"' not in html and 'value="audit:write"' not in html
@@ -483,7 +461,7 @@ def test_another_tenants_api_key_cannot_be_revoked(ada_client: Client, grace):
 
 def test_a_secret_created_in_one_organization_is_not_shown_in_another(ada, grace):
     _join(grace, ada.user, "admin")
-    client = _client_for(ada.user)
+    client = client_for(ada.user)
     client.post(reverse("dashboard:api-keys"), {"name": "ci", "scopes": ["datasets:read"]})
     client.post(reverse("dashboard:organization-switch"), {"organization_id": str(grace.organization.id)})
     assert not SECRET.search(_html(client.get(reverse("dashboard:api-keys"))))
@@ -532,7 +510,7 @@ def test_audit_page_query_count_does_not_grow_with_events(ada_client: Client, ad
 
 def test_organization_switcher_changes_the_organization_shown(ada, grace):
     _join(grace, ada.user, "engineer")
-    client = _client_for(ada.user)
+    client = client_for(ada.user)
     home = _html(client.get(reverse("dashboard:home")))
     assert 'data-testid="org-name">Analytical Engines<' in home
     assert 'data-testid="org-switcher"' in home
