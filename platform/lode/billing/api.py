@@ -21,7 +21,7 @@ from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
 from .meters import METERS
-from .models import Invoice, Quota
+from .models import Invoice, Quota, Subscription
 from .serializers import (
     AccountOutput,
     AccountUpdateInput,
@@ -77,8 +77,6 @@ class AccountApi(BillingApiMixin, APIView):
         now = timezone.now()
         current = selectors.subscription_current(tenant_id=tenant_id, at=now)
         with tenant_atomic(tenant_id):
-            from .models import Subscription
-
             upcoming = Subscription.objects.select_related("plan_version__plan").filter(starts_at__gt=now).order_by("starts_at").first()
         return {
             "currency": account.currency, "tax_rate": account.tax_rate, "tax_label": account.tax_label,
@@ -142,8 +140,6 @@ class SubscriptionApi(BillingApiMixin, APIView):
             effective_at=data.validated_data["effective_at"], by=_actor(request), ip=_ip(request),
         )
         with tenant_atomic(self.tenant.id):
-            from .models import Subscription
-
             subscription = Subscription.objects.select_related("plan_version__plan").get(id=subscription.id)
         return Response(SubscriptionOutput(subscription).data, status=status.HTTP_201_CREATED)
 

@@ -8,10 +8,12 @@ from decimal import Decimal
 from functools import lru_cache
 from uuid import UUID
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
+from lode.core.errors import NotFound
 from tenants.db_context import tenant_atomic
 
 from . import rating
@@ -224,10 +226,8 @@ def invoice_list(*, tenant_id: UUID | str):
 
 
 def invoice_get(*, tenant_id: UUID | str, invoice_id: UUID | str) -> Invoice:
-    from lode.core.errors import NotFound
-
     with tenant_atomic(tenant_id):
         try:
             return Invoice.objects.prefetch_related("lines").get(id=invoice_id)
-        except (Invoice.DoesNotExist, ValueError):
+        except (Invoice.DoesNotExist, ValueError, DjangoValidationError):
             raise NotFound("No such invoice.") from None

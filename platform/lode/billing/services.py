@@ -417,8 +417,8 @@ def usage_admit(*, tenant_id: UUID | str, estimate: Sequence[UsageEstimate], at:
 
 
 def _unpaid_minor(tenant_id: UUID | str) -> int:
-    """Issued invoices not yet paid still draw on prepaid credit only through their own credit
-    applications; this counts what they still owe beyond it."""
+    """What issued, unpaid invoices still owe after the credit they already used: a prepaid
+    tenant's debt, which its remaining credit must cover before new work."""
     with tenant_atomic(tenant_id):
         return sum(Invoice.objects.filter(status=Invoice.Status.OPEN).values_list("total_minor", flat=True))
 
