@@ -26,12 +26,17 @@ def _hour(at: datetime) -> datetime:
 
 
 def stored_bytes_by_tenant() -> dict[tuple[str, str], int]:
-    """{(tenant_id, storage kind): bytes} across tenants (the platform's own reading). Datasets
-    and fine-tuned models add their kinds here when those capabilities store bytes."""
+    """{(tenant_id, storage kind): bytes} across tenants (the platform's own reading): stored
+    artifacts and dataset versions (fine-tuned models add theirs when that capability lands)."""
+    from lode.datasets.selectors import stored_bytes_by_tenant as dataset_bytes
+
     totals: dict[tuple[str, str], int] = {}
     for tenant_id, size in dangerously_all_tenants(Artifact).values_list("tenant_id").annotate(total=Sum("size")):
         if size:
             totals[(str(tenant_id), "artifact")] = int(size)
+    for tenant_id, size in dataset_bytes().items():
+        if size:
+            totals[(tenant_id, "dataset")] = size
     return totals
 
 

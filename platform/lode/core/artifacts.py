@@ -154,6 +154,19 @@ def object_stream(*, tenant_id: UUID | str | None, key: str, chunk_size: int = 1
         body.close()
 
 
+def object_get_head(*, tenant_id: UUID | str | None, key: str, length: int) -> bytes:
+    """The first `length` bytes of an object (a ranged GET), e.g. to sniff a file's format."""
+    try:
+        response = s3_client().get_object(
+            Bucket=settings.S3_BUCKET, Key=scoped_key(tenant_id=tenant_id, key=key), Range=f"bytes=0-{max(0, length - 1)}"
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            raise NotFound(f"No stored object {key!r}") from None
+        raise
+    return response["Body"].read()
+
+
 def file_get(*, tenant_id: UUID | str | None, key: str, path: Path | str) -> Path:
     """Downloads to `path` atomically (a partial download never appears under the final name)."""
     target = Path(path)

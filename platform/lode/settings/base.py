@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "lode.core",
     "lode.training",
     "lode.billing",
+    "lode.datasets",
     "lode.dashboard",
 ]
 
@@ -280,6 +281,10 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "cpu", "expires": 600.0},
     },
 }
+
+# --- Datasets -------------------------------------------------------------------------------------
+DATASET_UPLOAD_MAX_BYTES = env_int("LODE_DATASET_UPLOAD_MAX_BYTES", 2 * 1024**3)
+DATASET_MAX_ROW_BYTES = env_int("LODE_DATASET_MAX_ROW_BYTES", 1024 * 1024)
 
 # --- Billing ----------------------------------------------------------------------------------------
 # New organizations start on this plan (plans are seeded by lode/billing/migrations).
