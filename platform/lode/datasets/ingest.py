@@ -894,7 +894,7 @@ def _checker(modality: Modality) -> Callable[[dict], dict]:
         for name, required in fields:
             value = row[name]
             if value.__class__ is str:
-                if value and len(value) <= MAX_TEXT_CHARS and "\x00" not in value:
+                if value and len(value) <= MAX_TEXT_CHARS and "\x00" not in value and not value.isspace():
                     continue
             elif value is None and not required:
                 continue

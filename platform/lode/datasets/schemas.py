@@ -90,7 +90,8 @@ def modality_get(name: str) -> Modality:
 
 
 def _text(value, field: str, *, required: bool) -> str | None:
-    if value is None or value == "":
+    # Whitespace alone is no text: a prompt of three spaces teaches nothing.
+    if value is None or (isinstance(value, str) and (not value or value.isspace())):
         if required:
             raise RowInvalid(field, "missing")
         return None
