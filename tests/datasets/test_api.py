@@ -132,7 +132,7 @@ def test_a_file_broken_past_its_first_megabyte_fails_its_job_and_leaves_no_versi
     assert accepted.status_code == 202
     version = _ready(accepted.json()["id"])
     assert version.status == "failed" and "line" in json.dumps(version.report)
-    job = system(Job).get(id=version.job_id)
+    job = wait_for(lambda: (j := system(Job).get(id=version.job_id)).is_terminal and j, message="the job to end")
     assert job.state == "failed" and job.error_code == "unparseable"
     assert _objects(tenant_id, version.prefix) == []
 
@@ -283,3 +283,14 @@ def test_near_dedup_filter_and_augment_versions(owner, celery_worker):
     assert augmented.row_count == 122 and augmented.report["added"] == 61
     page = client.get(f"/api/v1/dataset-versions/{augmented.id}/rows?limit=2").json()["rows"]
     assert [row["augmented"] for row in page] == [False, True] and page[0]["text"] != page[1]["text"]
+
+
+def test_a_pattern_that_could_backtrack_forever_is_refused_before_any_job(owner, celery_worker):
+    _, client = owner
+    dataset = _dataset(client, modality="text", name="regex")
+    version = _ready(_upload(client, dataset["id"], "a.jsonl", _jsonl([{"text": "aaaa"}])).json()["id"])
+
+    response = client.post(f"/api/v1/dataset-versions/{version.id}/operations",
+                           {"operation": "filter", "params": {"pattern": "(a+)+$"}}, format="json")
+
+    assert response.status_code == 400 and "params.pattern" in response.json()["error"]["message"]

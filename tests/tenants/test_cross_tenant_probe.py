@@ -39,6 +39,8 @@ from lode.billing.selectors import period_bounds
 from lode.billing.services import invoice_close, quota_set
 from lode.core.jobs.services import job_create
 from lode.core.models import Artifact, Job
+from lode.datasets.models import Dataset, DatasetVersion, Upload
+from lode.datasets.services import dataset_create, upload_direct
 from tenants.db_context import SETTINGS
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Organization
 from tenants.services import invitation_accept, invitation_create, user_signup
@@ -222,6 +224,9 @@ def world(make_tenant, test_clients) -> World:
     quota = quota_set(tenant_id=a_org.id, meter="images", kind="hard", limit=10)
     this_month, _ = period_bounds(timezone.now())
     invoice = invoice_close(tenant_id=a_org.id, period_start=period_bounds(this_month - timedelta(days=1))[0])
+    dataset = dataset_create(tenant_id=a_org.id, name=_unique("a-dataset"), modality="instruction", by=a.user)
+    dataset_file = SimpleUploadedFile("a-rows.jsonl", b'{"prompt": "a secret question", "response": "a secret answer"}\n')
+    dataset_upload, dataset_version = upload_direct(tenant_id=a_org.id, dataset_id=dataset.id, file=dataset_file, by=a.user)
 
     # A second member of A, who signed up with an organization of their own.
     member = user_signup(email=f"{_unique('member-a')}@example.com", password="a long test password 1",
@@ -239,10 +244,13 @@ def world(make_tenant, test_clients) -> World:
         "invitation_id": str(pending.invitation.id),
         "quota_id": str(quota.id),
         "invoice_id": str(invoice.id),
+        "dataset_id": str(dataset.id),
+        "upload_id": str(dataset_upload.id),
+        "version_id": str(dataset_version.id),
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
     # A quota's id is a small integer that any page may show by chance: not a marker of A's data.
-    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number} | {
+    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number, dataset.name} | {
         str(a_org.id), a_org.slug, a_org.name, artifact_name, a_key.prefix,
         str(a.user.id), a.user.email, str(member.user.id), member.user.email, pending.invitation.email,
         str(joined.invitation.id), *(str(m.id) for m in a_memberships),
@@ -251,6 +259,8 @@ def world(make_tenant, test_clients) -> World:
         "job": (Job, job.id), "artifact": (Artifact, artifact_id), "api_key": (ApiKey, a_key.id),
         "membership": (Membership, membership.id), "invitation": (Invitation, pending.invitation.id),
         "quota": (Quota, quota.id), "invoice": (Invoice, invoice.id),
+        "dataset": (Dataset, dataset.id), "dataset_upload": (Upload, dataset_upload.id),
+        "dataset_version": (DatasetVersion, dataset_version.id),
     }
     snapshot = _snapshot(a_org, objects)
 
@@ -381,7 +391,8 @@ def test_the_probe_covers_every_route_and_the_allowlist_is_current():
     probed = probed_routes()
     assert {route.route for route in probed} | set(ALLOWLIST) == routes
     # The probe reaches the object routes it exists for (a walk that finds nothing proves nothing).
-    assert {"job_id", "artifact_id", "api_key_id", "membership_id", "invitation_id", "quota_id", "invoice_id"} <= {
+    assert {"job_id", "artifact_id", "api_key_id", "membership_id", "invitation_id", "quota_id", "invoice_id",
+            "dataset_id", "upload_id", "version_id"} <= {
         kwarg for route in probed for kwarg in route.kwargs
     }
 

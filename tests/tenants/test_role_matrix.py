@@ -62,6 +62,9 @@ EXPECTED_PAGE_PERMISSIONS: dict[str, tuple[str | None, str | None]] = {
     "settings/api-keys/": ("organization:read", "organization:write"),
     "settings/api-keys/<uuid:api_key_id>/revoke/": (None, "organization:write"),
     "settings/audit/": ("audit:read", None),
+    "datasets/": ("datasets:read", "datasets:write"),
+    "datasets/<uuid:dataset_id>/": ("datasets:read", None),  # uploads go to the API
+    "dataset-versions/<uuid:version_id>/": ("datasets:read", "datasets:write"),
     "billing/": ("billing:read", "billing:write"),
     "billing/quotas/<int:quota_id>/delete/": (None, "billing:write"),
     "billing/plans/": ("billing:read", "billing:write"),

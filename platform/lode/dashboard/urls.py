@@ -1,7 +1,7 @@
 """Dashboard page routes (server-rendered HTML; the API lives under /api/v1/)."""
 from django.urls import path
 
-from . import billing_views, views
+from . import billing_views, dataset_views, views
 
 app_name = "dashboard"
 
@@ -13,6 +13,10 @@ urlpatterns = [
     path("organizations/switch/", views.OrganizationSwitchView.as_view(), name="organization-switch"),
     path("jobs/", views.JobListView.as_view(), name="jobs"),
     path("jobs/<uuid:job_id>/", views.JobDetailView.as_view(), name="job"),
+    # Datasets
+    path("datasets/", dataset_views.DatasetListView.as_view(), name="datasets"),
+    path("datasets/<uuid:dataset_id>/", dataset_views.DatasetDetailView.as_view(), name="dataset"),
+    path("dataset-versions/<uuid:version_id>/", dataset_views.VersionDetailView.as_view(), name="dataset-version"),
     # Billing
     path("billing/", billing_views.BillingOverviewView.as_view(), name="billing"),
     path("billing/quotas/<int:quota_id>/delete/", billing_views.QuotaDeleteView.as_view(), name="billing-quota-delete"),

@@ -1,6 +1,8 @@
-/* Dashboard behaviour on top of htmx: draws loss charts and the billing usage chart (Chart.js) in
-   content as it is loaded or swapped in by polling, and frees a chart when htmx removes its
-   canvas; copy buttons; the organization switcher's submit on change. */
+/* Dashboard behaviour on top of htmx: draws loss charts, the billing usage chart and the dataset
+   statistics charts (Chart.js) in content as it is loaded or swapped in by polling, and frees a
+   chart when htmx removes its canvas; copy buttons; the organization switcher's submit on change;
+   the dataset upload form (a multipart POST to the API with upload progress) and the operation
+   launcher's example parameters. */
 (function () {
   "use strict";
 
@@ -80,13 +82,153 @@
     });
   }
 
+  // Datasets: a version's statistics. The page prepares each chart (type, labels, datasets, axis
+  // titles) in one json_script; each canvas names its index there.
+  function drawSpecChart(canvas) {
+    if (typeof Chart === "undefined" || Chart.getChart(canvas)) return;
+    var source = document.getElementById(canvas.dataset.chartSource);
+    if (!source) return;
+    var spec = JSON.parse(source.textContent)[Number(canvas.dataset.chartIndex)];
+    if (!spec) return;
+    var round = spec.type === "doughnut";
+    var asPercent = function (value) { return Math.round(value * 1000) / 10 + "%"; };
+    var valueAxis = spec.horizontal ? "x" : "y";
+    var scales = {};
+    if (!round) {
+      scales.x = { title: { display: !!spec.x_title, text: spec.x_title || "" } };
+      scales.y = { title: { display: !!spec.y_title, text: spec.y_title || "" } };
+      scales[valueAxis].beginAtZero = true;
+      if (spec.percent) scales[valueAxis].ticks = { callback: asPercent };
+    }
+    new Chart(canvas, {
+      type: spec.type,
+      data: {
+        labels: spec.labels,
+        datasets: spec.datasets.map(function (dataset, index) {
+          var colour = round ? spec.labels.map(function (_, j) { return PALETTE[j % PALETTE.length]; })
+                             : PALETTE[index % PALETTE.length];
+          return { label: dataset.label, data: dataset.data, backgroundColor: colour, borderColor: colour, borderWidth: round ? 1 : 0 };
+        }),
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        indexAxis: spec.horizontal ? "y" : "x",
+        scales: scales,
+        plugins: {
+          legend: { display: round, position: "bottom" },
+          tooltip: spec.percent ? { callbacks: { label: function (item) { return asPercent(item.raw); } } } : {},
+        },
+      },
+    });
+  }
+
+  function within(root, selector) {
+    var found = root.matches && root.matches(selector) ? [root] : [];
+    found.push.apply(found, root.querySelectorAll(selector));
+    return found;
+  }
+
   htmx.onLoad(function (root) {
-    var canvases = root.matches && root.matches("canvas[data-loss-chart]") ? [root] : [];
-    canvases.push.apply(canvases, root.querySelectorAll("canvas[data-loss-chart]"));
-    canvases.forEach(drawLossChart);
-    var usage = root.matches && root.matches("canvas[data-usage-chart]") ? [root] : [];
-    usage.push.apply(usage, root.querySelectorAll("canvas[data-usage-chart]"));
-    usage.forEach(drawUsageChart);
+    within(root, "canvas[data-loss-chart]").forEach(drawLossChart);
+    within(root, "canvas[data-usage-chart]").forEach(drawUsageChart);
+    within(root, "canvas[data-chart-source]").forEach(drawSpecChart);
+  });
+
+  // Datasets: the upload form sends the file straight to the API (multipart, the session's
+  // cookie and CSRF token) with XMLHttpRequest, whose upload events drive the progress bar. A
+  // refusal shows the API's message; an accepted file (202) has the versions table fetched again,
+  // which then follows the new version's build.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches || !form.matches("form[data-upload-form]")) return;
+    event.preventDefault();
+    var file = form.querySelector('input[type="file"]').files[0];
+    var status = form.querySelector("#upload-status");
+    var bar = form.querySelector("#upload-progress");
+    var percent = form.querySelector('[data-testid="upload-percent"]');
+    var note = form.querySelector("#upload-message");
+    var failure = form.querySelector("#upload-error");
+    var done = form.querySelector("#upload-done");
+    var button = form.querySelector('button[type="submit"]');
+    var show = function (box, text) { box.querySelector("p").textContent = text; box.hidden = false; };
+    var setProgress = function (fraction) {
+      bar.value = fraction;
+      bar.textContent = percent.textContent = Math.floor(fraction * 100) + "%";
+    };
+    failure.hidden = done.hidden = true;
+    if (!file) { show(failure, "Choose a file to upload."); return; }
+    if (Number(form.dataset.maxBytes) && file.size > Number(form.dataset.maxBytes)) {
+      show(failure, "The file is larger than the " + form.dataset.maxBytes + " byte limit.");
+      return;
+    }
+    var body = new FormData();
+    body.append("file", file);
+    var format = form.querySelector('select[name="format"]').value;
+    if (format) body.append("format", format);
+    var mapping = {};
+    form.querySelectorAll("input[data-mapping-field]").forEach(function (input) {
+      if (input.value.trim()) mapping[input.dataset.mappingField] = input.value.trim();
+    });
+    if (Object.keys(mapping).length) body.append("column_mapping", JSON.stringify(mapping));
+
+    var request = new XMLHttpRequest();
+    request.open("POST", form.dataset.uploadUrl);
+    request.setRequestHeader("X-CSRFToken", form.querySelector('input[name="csrfmiddlewaretoken"]').value);
+    request.setRequestHeader("Accept", "application/json");
+    request.upload.addEventListener("progress", function (progress) {
+      if (progress.lengthComputable) setProgress(progress.loaded / progress.total);
+    });
+    request.upload.addEventListener("load", function () {
+      setProgress(1);
+      note.textContent = "Sent; checking the file…";
+    });
+    request.addEventListener("load", function () {
+      button.disabled = false;
+      var answer = null;
+      try { answer = JSON.parse(request.responseText); } catch (ignored) { answer = null; }
+      if (request.status === 202 && answer) {
+        setProgress(1);
+        note.textContent = "";
+        show(done, "Accepted: version " + answer.number + " is building.");
+        form.querySelector('input[type="file"]').value = "";
+        document.body.dispatchEvent(new CustomEvent("versions-changed"));
+        return;
+      }
+      status.hidden = true;
+      var error = answer && answer.error;
+      var message = error && error.message ? error.message : "The upload failed (HTTP " + request.status + ").";
+      var details = (error && error.details) || {};
+      var where = [];
+      if (details.line != null && message.indexOf("line " + details.line) === -1) where.push("line " + details.line);
+      if (details.field && message.indexOf(details.field) !== 0) where.push("field " + details.field);
+      show(failure, message + (where.length ? " (" + where.join(", ") + ")" : ""));
+    });
+    request.addEventListener("error", function () {
+      button.disabled = false;
+      status.hidden = true;
+      show(failure, "The upload did not reach the server; check the connection and try again.");
+    });
+    setProgress(0);
+    note.textContent = "Uploading " + file.name + "…";
+    status.hidden = false;
+    button.disabled = true;
+    request.send(body);
+  });
+
+  // The operation launcher: picking an operation puts its example parameters in the box, unless
+  // the person has written their own there.
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select.matches || !select.matches("form[data-operation-form] select[name=operation]")) return;
+    var source = document.getElementById("operation-examples");
+    var params = select.form.querySelector("textarea[name=params]");
+    if (!source || !params) return;
+    var examples = JSON.parse(source.textContent);
+    var untouched = !params.value.trim() || Object.keys(examples).some(function (name) {
+      return params.value.trim() === JSON.stringify(examples[name]);
+    });
+    if (untouched) params.value = JSON.stringify(examples[select.value] || {});
   });
 
   // Copy buttons: <button data-copy="element-id"> copies that element's text (the new API key).
