@@ -8,7 +8,13 @@ class DatasetsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from celery.signals import worker_process_init
+
         from lode.core.jobs.registry import JobKind, job_kind_register
+
+        # Celery's own start-up hook: each worker process loads the language model once, not
+        # inside the first job it runs.
+        worker_process_init.connect(_warm_up, dispatch_uid="lode.datasets.warm_up", weak=False)
 
         job_kind_register(JobKind(
             name="datasets.ingest", queue="cpu", handler="lode.datasets.jobs.ingest_run",
@@ -20,6 +26,12 @@ class DatasetsConfig(AppConfig):
             description="Builds a version from its parent by an operation (normalise, filter, dedup, PII, split, augment).",
             time_limit_seconds=3 * 3600, validate_params=_version_param,
         ))
+
+
+def _warm_up(**kwargs) -> None:
+    from .jobs import worker_warm_up
+
+    worker_warm_up()
 
 
 def _version_param(params: dict) -> dict:

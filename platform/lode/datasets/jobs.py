@@ -133,8 +133,16 @@ def ingest_run(ctx: JobContext, params: dict) -> dict:
     version = _load(ctx.tenant_id, params["version_id"])
     if version.status == DatasetVersion.Status.READY:
         return {"version_id": str(version.id), "rows": version.row_count}
+    _refuse_failed(version)
     with _building(ctx, version):
         return _ingest(ctx, version)
+
+
+def _refuse_failed(version: DatasetVersion) -> None:
+    """A job delivered again after its build failed (the worker died after marking it) must not
+    build it again: the failure stands, and a new upload or operation makes a new version."""
+    if version.status == DatasetVersion.Status.FAILED:
+        raise JobStopped(code="version_failed", message="This version's build failed earlier; see its report.")
 
 
 def _ingest(ctx: JobContext, version: DatasetVersion) -> dict:
@@ -154,13 +162,7 @@ def _ingest(ctx: JobContext, version: DatasetVersion) -> dict:
         ctx.progress(0.0, "fetching the upload", force=True)
         artifacts.file_get(tenant_id=ctx.tenant_id, key=upload.key, path=path)
         try:
-            report = ingest_module.ingest(
-                path, filename=upload.filename, modality=modality, column_mapping=upload.column_mapping or None,
-                declared_format=upload.declared_format or None, limits=services.limits(), write_shard=write_shard,
-                write_image=writer.write_image if modality.name == "image_caption" else None,
-                progress=lambda fraction: (ctx.check_cancelled(), ctx.progress(0.95 * fraction, "reading rows")),
-                rows_per_shard=ROWS_PER_SHARD,
-            )
+            report = _ingest_file(ctx, writer, path, upload, modality, write_shard)
         except ingest_module.IngestError as exc:
             error = services._ingest_error(exc)
             stop = JobStopped(code=exc.code, message=error.message)
@@ -177,6 +179,28 @@ def _ingest(ctx: JobContext, version: DatasetVersion) -> dict:
         report=_report_dict(report), stats=stats.result(),
     )
     return {"version_id": str(built.id), "rows": built.row_count, "rejected": report.rejected}
+
+
+def _ingest_file(ctx: JobContext, writer: ShardWriter, path: str, upload, modality: Modality, write_shard):
+    try:
+        return ingest_module.ingest(
+            path, filename=upload.filename, modality=modality, column_mapping=upload.column_mapping or None,
+            declared_format=upload.declared_format or None, limits=services.limits(), write_shard=write_shard,
+            write_image=writer.write_image if modality.name == "image_caption" else None,
+            progress=lambda fraction: (ctx.check_cancelled(), ctx.progress(0.95 * fraction, "reading rows")),
+            rows_per_shard=ROWS_PER_SHARD,
+        )
+    finally:
+        # The shard in flight lands (or fails) before anything reads the figures or cleans up.
+        writer.close()
+
+
+def worker_warm_up() -> None:
+    """What a datasets job would otherwise load on first use, done once as a worker process
+    starts: the language identifier the statistics use (about 2 s)."""
+    from .operations.filters import language_of
+
+    language_of("warm up")
 
 
 def _report_dict(report) -> dict:
@@ -200,6 +224,7 @@ def operation_run(ctx: JobContext, params: dict) -> dict:
     version = _load(ctx.tenant_id, params["version_id"])
     if version.status == DatasetVersion.Status.READY:
         return {"version_id": str(version.id), "rows": version.row_count}
+    _refuse_failed(version)
     parent = version.parent
     modality = modality_get(version.modality)
     options = dict(version.params)
@@ -207,7 +232,10 @@ def operation_run(ctx: JobContext, params: dict) -> dict:
     writer = CountingWriter(tenant_id=ctx.tenant_id, prefix=version.prefix, images_prefix=version.images_prefix,
                             modality=modality)
     with _building(ctx, version):
-        report, extra_columns = OPERATIONS[version.operation](ctx, parent, modality, options, writer)
+        try:
+            report, extra_columns = OPERATIONS[version.operation](ctx, parent, modality, options, writer)
+        finally:
+            writer.close()  # the shard in flight lands before the figures are read or cleaned up
         built = services.version_build_finish(
             tenant_id=ctx.tenant_id, version_id=version.id, row_count=writer.rows, shard_count=writer.shards,
             size_bytes=writer.bytes, content_hash=writer.digest.hexdigest(), schema=_schema_of(modality, extra_columns),

@@ -6,8 +6,11 @@ the field and the reason; it never guesses (a number where text is expected is r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow loads only where rows are read or written, not in every web process
+    import pyarrow as pa
 
 MAX_TEXT_CHARS = 200_000
 MAX_MESSAGES = 200
@@ -49,16 +52,23 @@ class Modality:
         return tuple(field.name for field in self.fields if field.required)
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(field.name, _ARROW[field.kind], nullable=not field.required) for field in self.fields])
+        import pyarrow as pa
+
+        types = _arrow_types()
+        return pa.schema([pa.field(field.name, types[field.kind], nullable=not field.required) for field in self.fields])
 
 
-_MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
-_ARROW = {
-    "text": pa.string(),
-    "messages": pa.list_(_MESSAGE),
-    "labels": pa.list_(pa.string()),
-    "image": pa.string(),  # the image's key inside the version's images/ prefix
-}
+@lru_cache(maxsize=1)
+def _arrow_types() -> dict:
+    import pyarrow as pa
+
+    message = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+    return {
+        "text": pa.string(),
+        "messages": pa.list_(message),
+        "labels": pa.list_(pa.string()),
+        "image": pa.string(),  # the image's key under the dataset's images/ prefix
+    }
 
 MODALITIES: dict[str, Modality] = {
     modality.name: modality

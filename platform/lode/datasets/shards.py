@@ -4,6 +4,7 @@ the local cache stays valid for as long as the file is there."""
 from __future__ import annotations
 
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -20,7 +21,11 @@ def shard_key(prefix: str, index: int) -> str:
 
 
 class ShardWriter:
-    """Writes tables as consecutive shards of one version; counts rows and bytes."""
+    """Writes tables as consecutive shards of one version; counts rows and bytes.
+
+    Encoding a shard and storing it run on a background thread while the caller builds the next
+    one (at most one shard in flight: memory stays at two shards). `flush()` waits for it and
+    raises what it raised; callers flush before reading the figures and before cleaning up."""
 
     def __init__(self, *, tenant_id: UUID | str, prefix: str, images_prefix: str = ""):
         self.tenant_id = tenant_id
@@ -29,18 +34,41 @@ class ShardWriter:
         self.shards = 0
         self.rows = 0
         self.bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        self.flush()
+        index = self.shards
+        self.shards += 1
+        self.rows += table.num_rows
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._pending = self._pool.submit(self._store, table, index)
+
+    def _store(self, table: pa.Table, index: int) -> None:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         data = buffer.getvalue()
-        artifacts.object_put(tenant_id=self.tenant_id, key=shard_key(self.prefix, self.shards), data=data,
+        artifacts.object_put(tenant_id=self.tenant_id, key=shard_key(self.prefix, index), data=data,
                              content_type="application/vnd.apache.parquet")
-        self.shards += 1
-        self.rows += table.num_rows
         self.bytes += len(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Waits for the shard in flight (its error, if any, is the caller's to raise first)."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def write_image(self, name: str, data: bytes) -> str:
         """Images live beside the dataset's versions (`datasets/<id>/images/<version>/<name>`), so
