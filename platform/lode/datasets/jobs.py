@@ -29,7 +29,7 @@ from .schemas import Modality, modality_get
 from .shards import ShardWriter, image_key, shard_tables, version_delete_objects
 
 LENGTH_BINS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
-SAMPLE_ROWS = 20_000
+SAMPLE_ROWS = 5_000
 ROWS_PER_SHARD = 100_000
 
 
