@@ -69,6 +69,16 @@ def user_signup(*, email: str, password: str, organization_name: str, full_name:
 # --- Audit log ----------------------------------------------------------------------------------
 
 
+def actor_user(by: Any) -> User | None:
+    """`by` is who acted through a service: a user, or an API key. The user, when it is one."""
+    return by if isinstance(by, User) else None
+
+
+def actor_api_key(by: Any) -> ApiKey | None:
+    """The API key, when `by` is one (its audit entries then name the key)."""
+    return by if isinstance(by, ApiKey) else None
+
+
 def audit_record(
     *,
     action: str,

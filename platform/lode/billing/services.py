@@ -18,7 +18,7 @@ from django.utils import timezone
 from lode.core.errors import Conflict, LodeError, NotFound, ValidationFailed
 from tenants.db_context import dangerously_all_tenants, tenant_atomic
 from tenants.models import Organization
-from tenants.services import audit_record
+from tenants.services import actor_api_key, actor_user, audit_record
 
 from . import rating, selectors
 from .meters import METERS, meter_get
@@ -44,15 +44,6 @@ class QuotaExceeded(LodeError):
     code = "quota_exceeded"
     http_status = 402
     default_message = "This work would pass the organization's limits."
-
-
-def _user(by: Any):
-    """`by` is who acted: a user, or an API key (its audit entries name the key)."""
-    return by if getattr(by, "_meta", None) and by._meta.label_lower == "tenants.user" else None
-
-
-def _api_key(by: Any):
-    return by if getattr(by, "_meta", None) and by._meta.label_lower == "tenants.apikey" else None
 
 
 # --- accounts and plans ------------------------------------------------------------------------
@@ -119,12 +110,12 @@ def subscription_change(
             current.save(update_fields=["ends_at"])
         subscription = Subscription(
             tenant_id=tenant_id, plan_version=version, starts_at=effective_at,
-            created_by=_user(by),
+            created_by=actor_user(by),
         )
         subscription.full_clean(exclude=["tenant", "plan_version", "created_by"])
         subscription.save()
         audit_record(
-            tenant_id=tenant_id, action="billing.plan_changed", user=_user(by), api_key=_api_key(by),
+            tenant_id=tenant_id, action="billing.plan_changed", user=actor_user(by), api_key=actor_api_key(by),
             target=subscription, ip=ip,
             data={"plan": plan.code, "version": version.version, "effective_at": effective_at.isoformat()},
         )
@@ -261,7 +252,7 @@ def quota_set(
             tenant_id=tenant_id, meter=meter, dimension=dimension, kind=kind,
             defaults={"limit": limit_value, "notified_period": None},
         )
-        audit_record(tenant_id=tenant_id, action="billing.quota_set", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.quota_set", user=actor_user(by), api_key=actor_api_key(by),
                      target=quota, ip=ip,
                      data={"meter": meter, "dimension": dimension, "kind": kind, "limit": str(limit_value)})
     return quota
@@ -272,7 +263,7 @@ def quota_delete(*, tenant_id: UUID | str, quota_id: int, by: Any = None, ip: st
         quota = Quota.objects.filter(id=quota_id).first()
         if quota is None:
             raise NotFound("No such quota.")
-        audit_record(tenant_id=tenant_id, action="billing.quota_deleted", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.quota_deleted", user=actor_user(by), api_key=actor_api_key(by),
                      target=quota, ip=ip, data={"meter": quota.meter, "dimension": quota.dimension, "kind": quota.kind})
         quota.delete()
 
@@ -289,7 +280,7 @@ def spend_limits_set(
         account.spend_limit_minor = hard_minor
         account.soft_spend_limit_minor = soft_minor
         account.save(update_fields=["spend_limit_minor", "soft_spend_limit_minor"])
-        audit_record(tenant_id=tenant_id, action="billing.spend_limits_set", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.spend_limits_set", user=actor_user(by), api_key=actor_api_key(by),
                      target=account, ip=ip,
                      data={"hard_minor": hard_minor, "soft_minor": soft_minor})
     return account
@@ -305,7 +296,7 @@ def billing_email_set(*, tenant_id: UUID | str, email: str, by: Any = None, ip: 
         except DjangoValidationError as exc:
             raise ValidationFailed("billing_email: not a valid address", details={"field": "billing_email", "errors": exc.messages}) from None
         account.save(update_fields=["billing_email"])
-        audit_record(tenant_id=tenant_id, action="billing.email_set", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.email_set", user=actor_user(by), api_key=actor_api_key(by),
                      target=account, ip=ip, data={"billing_email": email})
     return account
 
@@ -320,11 +311,11 @@ def credit_grant(
     with tenant_atomic(tenant_id):
         grant = CreditGrant(
             tenant_id=tenant_id, amount_minor=amount_minor, currency=account.currency, reason=reason[:200],
-            expires_at=expires_at, created_by=_user(by),
+            expires_at=expires_at, created_by=actor_user(by),
         )
         grant.full_clean(exclude=["tenant", "created_by"])
         grant.save()
-        audit_record(tenant_id=tenant_id, action="billing.credit_granted", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.credit_granted", user=actor_user(by), api_key=actor_api_key(by),
                      target=grant, data={"amount_minor": amount_minor, "reason": reason[:200]})
     return grant
 
@@ -583,7 +574,7 @@ def invoice_mark_paid(*, tenant_id: UUID | str, invoice_id: UUID | str, referenc
             raise Conflict(f"A {invoice.status} invoice cannot be paid.", details={"status": invoice.status})
         invoice.status, invoice.paid_at, invoice.payment_reference = Invoice.Status.PAID, paid_at or timezone.now(), reference[:200]
         invoice.save(update_fields=["status", "paid_at", "payment_reference"])
-        audit_record(tenant_id=tenant_id, action="billing.invoice_paid", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.invoice_paid", user=actor_user(by), api_key=actor_api_key(by),
                      target=invoice, data={"number": invoice.number, "reference": reference[:200]})
     return invoice
 
@@ -599,7 +590,7 @@ def invoice_void(*, tenant_id: UUID | str, invoice_id: UUID | str, reason: str, 
         CreditApplication.objects.filter(invoice=invoice).delete()
         invoice.status, invoice.voided_at = Invoice.Status.VOID, timezone.now()
         invoice.save(update_fields=["status", "voided_at"])
-        audit_record(tenant_id=tenant_id, action="billing.invoice_voided", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="billing.invoice_voided", user=actor_user(by), api_key=actor_api_key(by),
                      target=invoice, data={"number": invoice.number, "reason": reason[:200]})
     return invoice
 

@@ -21,7 +21,7 @@ from lode.core import artifacts
 from lode.core.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from lode.core.jobs import services as job_services
 from tenants.db_context import tenant_atomic
-from tenants.services import audit_record
+from tenants.services import actor_api_key, actor_user, audit_record
 
 from . import ingest as ingest_module
 from .models import Dataset, DatasetVersion, Upload
@@ -32,14 +32,6 @@ FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "zip")
 MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum for every part but the last
 SNIFF_BYTES = 1024 * 1024
-
-
-def _user(by: Any):
-    return by if getattr(by, "_meta", None) and by._meta.label_lower == "tenants.user" else None
-
-
-def _api_key(by: Any):
-    return by if getattr(by, "_meta", None) and by._meta.label_lower == "tenants.apikey" else None
 
 
 def limits() -> ingest_module.IngestLimits:
@@ -57,14 +49,14 @@ def dataset_create(*, tenant_id: UUID | str, name: str, modality: str, descripti
         if Dataset.objects.filter(name=name).exists():
             raise Conflict(f"name: a dataset named {name!r} exists already", details={"field": "name"})
         dataset = Dataset(tenant_id=tenant_id, name=name, modality=modality, description=description[:5000],
-                          created_by=_user(by))
+                          created_by=actor_user(by))
         dataset.full_clean(exclude=["tenant", "created_by"], validate_constraints=False, validate_unique=False)
         try:
             with transaction.atomic():
                 dataset.save()
         except IntegrityError:
             raise Conflict(f"name: a dataset named {name!r} exists already", details={"field": "name"}) from None
-        audit_record(tenant_id=tenant_id, action="datasets.dataset_created", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="datasets.dataset_created", user=actor_user(by), api_key=actor_api_key(by),
                      target=dataset, data={"name": name, "modality": modality})
     return dataset
 
@@ -150,7 +142,7 @@ def upload_direct(
         with tenant_atomic(tenant_id):
             upload = Upload(id=upload_id, tenant_id=tenant_id, dataset=dataset, filename=filename, key=key, size=stored.size,
                             declared_format=sniffed.format, column_mapping=sniffed.mapping, status=Upload.Status.STORED,
-                            created_by=_user(by))
+                            created_by=actor_user(by))
             upload.save()
             version = _ingest_launch(upload, by=by)
     except Exception:
@@ -183,7 +175,7 @@ def upload_multipart_start(
     with tenant_atomic(tenant_id):
         upload = Upload(id=upload_id, tenant_id=tenant_id, dataset=dataset, filename=safe, key=key, size=size,
                         declared_format=declared_format, column_mapping=mapping, multipart_upload_id=multipart_id,
-                        created_by=_user(by))
+                        created_by=actor_user(by))
         upload.save()
     urls = [artifacts.multipart_part_url(tenant_id=tenant_id, key=key, upload_id=multipart_id, part_number=number)
             for number in range(1, part_count + 1)]
@@ -251,14 +243,14 @@ def _ingest_launch(upload: Upload, *, by: Any) -> DatasetVersion:
         tenant_id=upload.tenant_id, dataset=dataset, number=_next_number(dataset.id), upload=upload,
         operation=DatasetVersion.Operation.UPLOAD, modality=dataset.modality,
         params={"filename": upload.filename, "format": upload.declared_format, "column_mapping": upload.column_mapping},
-        created_by=_user(by),
+        created_by=actor_user(by),
     )
-    job = job_services.job_create(tenant_id=upload.tenant_id, created_by=_user(by), kind="datasets.ingest",
+    job = job_services.job_create(tenant_id=upload.tenant_id, created_by=actor_user(by), kind="datasets.ingest",
                                   params={"version_id": str(version.id)})
     DatasetVersion.objects.filter(id=version.id).update(job=job)
     Upload.objects.filter(id=upload.id).update(job=job, status=Upload.Status.INGESTING)
     version.job = job
-    audit_record(tenant_id=upload.tenant_id, action="datasets.upload_ingesting", user=_user(by), api_key=_api_key(by),
+    audit_record(tenant_id=upload.tenant_id, action="datasets.upload_ingesting", user=actor_user(by), api_key=actor_api_key(by),
                  target=version, data={"filename": upload.filename, "size": upload.size})
     return version
 
@@ -278,13 +270,13 @@ def operation_launch(
         dataset = Dataset.objects.select_for_update().get(id=parent.dataset_id)
         version = DatasetVersion.objects.create(
             tenant_id=tenant_id, dataset=dataset, number=_next_number(dataset.id), parent=parent, operation=operation,
-            params=clean, modality=parent.modality, is_synthetic=parent.is_synthetic, created_by=_user(by),
+            params=clean, modality=parent.modality, is_synthetic=parent.is_synthetic, created_by=actor_user(by),
         )
-        job = job_services.job_create(tenant_id=tenant_id, created_by=_user(by), kind="datasets.operation",
+        job = job_services.job_create(tenant_id=tenant_id, created_by=actor_user(by), kind="datasets.operation",
                                       params={"version_id": str(version.id)})
         DatasetVersion.objects.filter(id=version.id).update(job=job)
         version.job = job
-        audit_record(tenant_id=tenant_id, action="datasets.operation_launched", user=_user(by), api_key=_api_key(by),
+        audit_record(tenant_id=tenant_id, action="datasets.operation_launched", user=actor_user(by), api_key=actor_api_key(by),
                      target=version, data={"operation": operation, "parent": str(parent.id), "params": clean})
     return version
 
