@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,8 +59,6 @@ class VersionStats:
         self.rows += table.num_rows
         for name, histogram in self.lengths.items():
             lengths = pc.fill_null(pc.utf8_length(table.column(name)), 0).to_numpy(zero_copy_only=False)
-            import numpy as np
-
             counts = np.bincount(np.searchsorted(LENGTH_BINS, lengths, side="right") - 1, minlength=len(LENGTH_BINS))
             for index, count in enumerate(counts[: len(LENGTH_BINS)]):
                 histogram[index] += int(count)
@@ -164,7 +163,7 @@ def _ingest(ctx: JobContext, version: DatasetVersion) -> dict:
         try:
             report = _ingest_file(ctx, writer, path, upload, modality, write_shard)
         except ingest_module.IngestError as exc:
-            error = services._ingest_error(exc)
+            error = services.ingest_error_for_api(exc)
             stop = JobStopped(code=exc.code, message=error.message)
             stop.report = {"details": error.details}
             raise stop from None

@@ -98,10 +98,11 @@ def _sniff(path: str, *, filename: str, modality: str, mapping: dict, declared_f
         return ingest_module.sniff(path, filename=filename, modality=modality_get(modality), column_mapping=mapping or None,
                                    declared_format=declared_format or None, limits=limits())
     except ingest_module.IngestError as exc:
-        raise _ingest_error(exc) from None
+        raise ingest_error_for_api(exc) from None
 
 
-def _ingest_error(exc: "ingest_module.IngestError") -> ValidationFailed:
+def ingest_error_for_api(exc: "ingest_module.IngestError") -> ValidationFailed:
+    """The parser's error as the API's 4xx (413 for a file over the limit), with line/byte/field."""
     details = {"code": exc.code}
     for name in ("line", "byte", "field"):
         value = getattr(exc, name, None)
