@@ -472,6 +472,63 @@ def test_jsonl_line_far_over_the_limit_is_skipped_without_being_held(tmp_path):
     assert report.rejected_samples == [{"row": 2, "line": 2, "field": None, "reason": "row larger than 1000 bytes"}]
 
 
+@pytest.mark.parametrize("chunk", [97, 4096, 1024 * 1024])
+def test_jsonl_read_in_chunks_keeps_every_row_rejection_line_number_and_the_hash(tmp_path, monkeypatch, chunk):
+    """JSON Lines past the first records is read a chunk at a time, and a chunk of clean rows is
+    taken column by column: whatever the chunk size, and wherever the broken lines fall, the rows,
+    the rejections with their row and line numbers, the shards and the hash are those of reading
+    line by line."""
+    monkeypatch.setattr(ingest_module, "_READ_CHUNK", chunk)
+    lines: list[bytes] = []
+    accepted: list[dict] = []
+    rejected: list[tuple[int, int, str | None, str]] = []  # row, line, field, reason start
+    for index in range(3000):
+        row = {"Prompt": f"question {index} " * (index % 7 + 1), "response": f"答案 {index}"}
+        if index % 3 == 0:
+            row["system"] = "You are terse."
+        kind = index % 401
+        if kind == 50:
+            lines.append(b"")  # a blank line: no record, but it has a line number
+        if kind == 100:
+            lines.append(b'{"Prompt": "cut off", "response": ')
+            rejected.append((len(accepted) + len(rejected) + 1, len(lines), None, "invalid JSON"))
+        elif kind == 200:
+            lines.append(b'{"Prompt": "' + b"x" * 5000 + b'", "response": "long"}')
+            rejected.append((len(accepted) + len(rejected) + 1, len(lines), None, "row larger"))
+        elif kind == 300:
+            lines.append(orjson.dumps({**row, "Prompt": "   "}))
+            rejected.append((len(accepted) + len(rejected) + 1, len(lines), "prompt", "missing"))
+        elif kind == 400:
+            lines.append(orjson.dumps({**row, "response": "nul \x00 here"}))
+            rejected.append((len(accepted) + len(rejected) + 1, len(lines), "response", "contains a NUL"))
+        else:
+            lines.append(orjson.dumps(row) + (b"\r" if index % 5 == 0 else b""))
+            accepted.append({"prompt": row["Prompt"], "response": row["response"], "system": row.get("system")})
+    path = _write(tmp_path, "data.jsonl", b"\n".join(lines) + b"\n")
+
+    report, tables = _run(path, rows_per_shard=700, limits=IngestLimits(max_row_bytes=1000, max_rejected_kept=1000))
+
+    assert _rows(tables) == accepted
+    assert [table.num_rows for table in tables] == [700] * (len(accepted) // 700) + [len(accepted) % 700]
+    assert report.content_hash == _canonical_hash(accepted)
+    assert (report.rows_read, report.accepted, report.rejected) == (len(accepted) + len(rejected), len(accepted),
+                                                                    len(rejected))
+    found = [(sample["row"], sample["line"], sample["field"], sample["reason"]) for sample in report.rejected_samples]
+    assert [(row, line, field) for row, line, field, _ in found] == [(row, line, field) for row, line, field, _ in rejected]
+    assert all(reason.startswith(start) for (*_, reason), (*_, start) in zip(found, rejected))
+
+
+def test_jsonl_over_the_row_limit_in_a_clean_chunk_is_refused(tmp_path):
+    path = _write(tmp_path, "data.jsonl", _jsonl_bytes([{"text": f"row {i}"} for i in range(500)]))
+
+    with pytest.raises(IngestError) as raised:
+        _run(path, "text", limits=IngestLimits(max_rows=499))
+    report, _ = _run(path, "text", limits=IngestLimits(max_rows=500))
+
+    assert raised.value.code == "too_many_rows"
+    assert report.accepted == 500
+
+
 def test_rejections_are_all_counted_and_only_the_first_are_kept(tmp_path):
     path = _write(tmp_path, "data.jsonl", _jsonl_bytes([{"prompt": "", "response": "r"}] * 30 + INSTRUCTION_ROWS))
 
