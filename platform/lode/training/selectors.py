@@ -1,12 +1,17 @@
-"""Reads of the base-model catalog."""
+"""Reads of the model registry and of fine-tune jobs, always within one tenant for tenant data."""
 from __future__ import annotations
 
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from lode.core import artifacts
 from lode.core.errors import NotFound
+from lode.core.models import Job, JobEvent
+from tenants.db_context import tenant_atomic
 
-from .models import BaseModel
+from .models import BaseModel, TrainingCheckpoint, TunedModel
 
 
 def base_model_get(*, name: str) -> BaseModel:
@@ -35,3 +40,52 @@ def base_model_missing_files(*, base_model: BaseModel) -> list[str]:
         if stored.get(key) != entry["size"]:
             missing.append(entry["path"])
     return missing
+
+
+# --- Fine-tunes and tuned models ------------------------------------------------------------------
+
+
+def finetune_list(*, tenant_id: UUID | str, state: str | None = None) -> QuerySet[Job]:
+    jobs = Job.objects.filter(tenant_id=tenant_id, kind="training.finetune")
+    if state:
+        jobs = jobs.filter(state=state)
+    return jobs.order_by("-created_at", "-id")
+
+
+def finetune_get(*, tenant_id: UUID | str, job_id: UUID | str) -> Job:
+    with tenant_atomic(tenant_id):
+        try:
+            return Job.objects.get(tenant_id=tenant_id, id=job_id, kind="training.finetune")
+        except (Job.DoesNotExist, ValueError, ValidationError):
+            raise NotFound("No such fine-tune job.") from None
+
+
+def finetune_events(*, tenant_id: UUID | str, job_id: UUID | str, after_id: int | None = None) -> QuerySet[JobEvent]:
+    finetune_get(tenant_id=tenant_id, job_id=job_id)
+    events = JobEvent.objects.filter(tenant_id=tenant_id, job_id=job_id)
+    if after_id is not None:
+        events = events.filter(id__gt=after_id)
+    return events.order_by("id")
+
+
+def finetune_checkpoints(*, tenant_id: UUID | str, job_id: UUID | str) -> QuerySet[TrainingCheckpoint]:
+    finetune_get(tenant_id=tenant_id, job_id=job_id)
+    return TrainingCheckpoint.objects.filter(tenant_id=tenant_id, job_id=job_id).order_by("step")
+
+
+def finetune_model(*, tenant_id: UUID | str, job_id: UUID | str) -> TunedModel | None:
+    return TunedModel.objects.filter(tenant_id=tenant_id, job_id=job_id).first()
+
+
+def tuned_model_list(*, tenant_id: UUID | str) -> QuerySet[TunedModel]:
+    return TunedModel.objects.filter(tenant_id=tenant_id).select_related("base_model").order_by("-created_at", "-id")
+
+
+def tuned_model_get(*, tenant_id: UUID | str, model_id: UUID | str | None = None, name: str | None = None) -> TunedModel:
+    with tenant_atomic(tenant_id):
+        try:
+            if model_id is not None:
+                return TunedModel.objects.select_related("base_model").get(tenant_id=tenant_id, id=model_id)
+            return TunedModel.objects.select_related("base_model").get(tenant_id=tenant_id, name=name)
+        except (TunedModel.DoesNotExist, ValueError, ValidationError):
+            raise NotFound("No such model.") from None

@@ -1,20 +1,25 @@
-"""Writes of the base-model catalog: the files go to the artifact store (platform scope) first,
+"""Writes of the model registry and fine-tunes. Base models: the files go to the artifact store (platform scope) first,
 then the row is written; a row therefore never points at files that were not uploaded."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from lode.core import artifacts
-from lode.core.errors import ValidationFailed
+from lode.core.errors import NotFound, ValidationFailed
+from lode.core.models import Job
+from tenants.db_context import tenant_atomic
+from tenants.services import actor_api_key, actor_user, audit_record
 from workers.tiny_models.manifest import MANIFEST_FILENAME, files_revision, folder_files
 
-from .models import BaseModel, BaseModelSource
+from .models import BaseModel, BaseModelSource, TrainingCheckpoint, TunedModel
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +103,169 @@ def base_model_register(
             artifacts.object_delete(tenant_id=None, key=stale.key)
     logger.info("base model registered", extra={"base_model": name, "files": len(files)})
     return base_model
+
+
+# --- Fine-tunes -----------------------------------------------------------------------------------
+
+FINETUNE_KIND = "training.finetune"
+MAX_GPUS = 8
+# The task a base model's type implies when the request names none; a causal LM trained on
+# preference pairs is a DPO fine-tune.
+_DEFAULT_TASK = {"causal_lm": "sft", "sequence_classification": "classification", "text_to_image": "text_to_image"}
+
+
+def _field_error(field: str, message: str, **details: Any) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details={"field": field, **details})
+
+
+def _ready_version(tenant_id, version_id: Any, field: str):
+    from lode.datasets.models import DatasetVersion
+
+    if not version_id:
+        raise _field_error(field, "a dataset version id is required")
+    with tenant_atomic(tenant_id):
+        try:
+            version = DatasetVersion.objects.select_related("dataset").get(id=version_id)
+        except (DatasetVersion.DoesNotExist, ValueError, ValidationError):
+            raise _field_error(field, f"no dataset version {version_id!r} in this organization") from None
+    if version.status != DatasetVersion.Status.READY:
+        raise _field_error(field, f"the version is {version.status}; fine-tunes need a ready version")
+    if version.row_count == 0:
+        raise _field_error(field, "the version has no rows")
+    return version
+
+
+def finetune_create(
+    *, tenant_id: UUID | str, by: Any, base_model: str, train_version_id: Any, validation_version_id: Any = None,
+    task: str | None = None, method: str = "lora", hyperparameters: dict | None = None, suffix: str = "",
+    gpus: int = 1,
+) -> Job:
+    """Checks the request (base model, dataset versions, task, method, hyperparameters), estimates
+    its GPU time and enqueues the fine-tune job; the quota check on the estimate may refuse it (402)."""
+    from django.conf import settings
+
+    from lode.core.jobs import services as job_services
+
+    from .hyperparameters import TASKS, compute_estimate, hyperparameters_validate, method_check, task_check
+    from .selectors import base_model_get
+
+    if not isinstance(base_model, str) or not base_model:
+        raise _field_error("base_model", "the name of a base model")
+    try:
+        base = base_model_get(name=base_model)
+    except NotFound:
+        raise _field_error("base_model", f"no base model named {base_model!r}") from None
+    train = _ready_version(tenant_id, train_version_id, "train_version")
+    task = task or ("dpo" if base.task_type == "causal_lm" and train.modality == "preference" else _DEFAULT_TASK[base.task_type])
+    task = task_check(task)
+    method = method_check(task, method)
+    needs_type, modalities = TASKS[task]
+    if base.task_type != needs_type:
+        raise _field_error("base_model", f"{task} fine-tunes need a {needs_type} model; {base.name} is {base.task_type}")
+    if train.modality not in modalities:
+        raise _field_error("train_version", f"{task} fine-tunes train on {' or '.join(modalities)} data; "
+                                            f"this version is {train.modality}")
+    validation = None
+    if validation_version_id:
+        validation = _ready_version(tenant_id, validation_version_id, "validation_version")
+        if validation.modality != train.modality:
+            raise _field_error("validation_version", f"the validation data is {validation.modality}, "
+                                                     f"the training data {train.modality}")
+    hp = hyperparameters_validate(task, method, hyperparameters)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
+        raise _field_error("gpus", f"an integer from 1 to {MAX_GPUS}")
+    if not isinstance(suffix, str) or len(suffix) > 40 or (suffix and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", suffix)):
+        raise _field_error("suffix", "up to 40 lowercase letters, digits and hyphens")
+    # Characters to train on: the sampled mean length times the rows (the stored bytes without stats).
+    mean_chars = (((train.stats or {}).get("sample") or {}).get("chars") or {}).get("mean")
+    train_chars = int(mean_chars * train.row_count) if mean_chars else int(train.size_bytes)
+    estimate = compute_estimate(
+        gpu_class=settings.GPU_CLASS, parameter_count=base.parameter_count, train_chars=train_chars, epochs=hp["epochs"],
+        method=method, gpus=gpus, max_steps=hp["max_steps"], batch_tokens=hp["batch_size"] * hp["max_seq_length"],
+    )
+    params = {
+        "base_model": base.name, "task": task, "method": method, "train_version_id": str(train.id),
+        "validation_version_id": str(validation.id) if validation else None, "hyperparameters": hp,
+        "suffix": suffix, "gpus": gpus, "estimate": estimate,
+    }
+    with tenant_atomic(tenant_id):
+        job = job_services.job_create(tenant_id=tenant_id, created_by=actor_user(by), kind=FINETUNE_KIND, params=params)
+        audit_record(tenant_id=tenant_id, action="training.finetune_created", user=actor_user(by), api_key=actor_api_key(by),
+                     target=job, data={"base_model": base.name, "task": task, "method": method,
+                                       "train_version": str(train.id)})
+    return job
+
+
+def finetune_params_validate(params: dict[str, Any]) -> dict[str, Any]:
+    """The job kind's check: fine-tune jobs are made by finetune_create, which validates the
+    request against the database; this re-checks the shape of what it wrote."""
+    from .hyperparameters import hyperparameters_validate, method_check, task_check
+
+    expected = {"base_model", "task", "method", "train_version_id", "validation_version_id", "hyperparameters",
+                "suffix", "gpus", "estimate"}
+    if set(params) != expected:
+        raise ValidationFailed("params: create fine-tunes through /api/v1/fine-tunes", details={"field": "params"})
+    task = task_check(params["task"])
+    method = method_check(task, params["method"])
+    return {**params, "hyperparameters": hyperparameters_validate(task, method, params["hyperparameters"])}
+
+
+def finetune_usage_estimate(params: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    estimate = params["estimate"]
+    return [("gpu_seconds", estimate["gpu_class"], estimate["gpu_seconds"])]
+
+
+def finetune_cancel(*, tenant_id: UUID | str, job_id: UUID | str, by: Any = None) -> Job:
+    from lode.core.jobs import services as job_services
+
+    from .selectors import finetune_get
+
+    finetune_get(tenant_id=tenant_id, job_id=job_id)  # 404 for anything but this tenant's fine-tunes
+    with tenant_atomic(tenant_id):
+        job = job_services.job_cancel(tenant_id=tenant_id, job_id=job_id)
+        audit_record(tenant_id=tenant_id, action="training.finetune_cancelled", user=actor_user(by),
+                     api_key=actor_api_key(by), target=job)
+    return job
+
+
+def checkpoint_record(*, tenant_id: UUID | str, job_id: UUID | str, step: int, key: str, size_bytes: int,
+                      summary: dict[str, Any]) -> TrainingCheckpoint:
+    """The worker's record of a checkpoint it has stored (a re-run of the same step replaces it)."""
+    with tenant_atomic(tenant_id):
+        checkpoint, _ = TrainingCheckpoint.objects.update_or_create(
+            job_id=job_id, step=step,
+            defaults={"tenant_id": tenant_id, "key": key, "size_bytes": size_bytes, "summary": summary},
+        )
+    return checkpoint
+
+
+def tuned_model_prefix(model_id: UUID | str) -> str:
+    return f"models/{model_id}"
+
+
+def tuned_model_register(
+    *, tenant_id: UUID | str, job_id: UUID | str, model_id: UUID | str, local_dir: Path, fields: dict[str, Any],
+) -> TunedModel:
+    """Stores the trained model's folder under models/<id>/ (tenant scope) and writes its row; a
+    job that registers again (resumed after its upload) gets the row it already wrote."""
+    with tenant_atomic(tenant_id):
+        existing = TunedModel.objects.filter(job_id=job_id).first()
+    if existing is not None:
+        return existing
+    files = folder_files(Path(local_dir))
+    prefix = tuned_model_prefix(model_id)
+    for entry in files:
+        artifacts.file_put(tenant_id=tenant_id, key=f"{prefix}/{entry['path']}", path=Path(local_dir) / entry["path"])
+    manifest = {"files": files, "revision": files_revision(files)}
+    with tenant_atomic(tenant_id):
+        job = Job.objects.get(id=job_id)
+        model = TunedModel(id=model_id, tenant_id=tenant_id, job=job, artifact_prefix=prefix, manifest=manifest,
+                           created_by_id=job.created_by_id, **fields)
+        try:
+            model.full_clean(exclude=["tenant", "created_by", "job", "train_version", "validation_version", "base_model"])
+        except ValidationError as exc:
+            raise _validation_failed(exc) from None
+        model.save()
+        audit_record(tenant_id=tenant_id, action="training.model_registered", target=model,
+                     actor_label=f"job:{job_id}", data={"name": model.name, "job": str(job_id)})
+    return model
