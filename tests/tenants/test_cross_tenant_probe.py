@@ -41,6 +41,8 @@ from lode.core.jobs.services import job_create
 from lode.core.models import Artifact, Job
 from lode.datasets.models import Dataset, DatasetVersion, Upload
 from lode.datasets.services import dataset_create, upload_direct
+from lode.training.models import BaseModel, TrainingCheckpoint, TunedModel
+from tenants.db_context import tenant_atomic
 from tenants.db_context import SETTINGS
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Organization
 from tenants.services import invitation_accept, invitation_create, user_signup
@@ -64,6 +66,7 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/schema": "the OpenAPI description; the same for everyone",
     "api/v1/docs": "the API documentation page; the same for everyone",
     "api/v1/job-kinds": "the platform's catalogue of job kinds; the same for every tenant",
+    "api/v1/base-models": "the platform's base-model catalogue; the same for every tenant",
     "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",
     "api/v1/billing/estimate": "prices usage for the caller's own organization; names no object (POST only)",
     "api/v1/billing/stripe/webhook": "Stripe's calls, proven by signature, not by a tenant; tested in tests/billing/test_stripe.py",
@@ -228,6 +231,24 @@ def world(make_tenant, test_clients) -> World:
     dataset_file = SimpleUploadedFile("a-rows.jsonl", b'{"prompt": "a secret question", "response": "a secret answer"}\n')
     dataset_upload, dataset_version = upload_direct(tenant_id=a_org.id, dataset_id=dataset.id, file=dataset_file, by=a.user)
 
+    # A's fine-tune (its job, a checkpoint) and the model it made, written directly: the probe
+    # needs the rows, not a training run.
+    base_model, _ = BaseModel.objects.get_or_create(
+        name="probe-base", defaults={"display_name": "Probe base", "task_type": "causal_lm",
+                                     "architecture": "GPT2LMHeadModel", "parameter_count": 1, "artifact_prefix": "x"})
+    finetune = job_create(tenant_id=a_org.id, created_by=a.user, kind="training.finetune", params={
+        "base_model": base_model.name, "task": "sft", "method": "lora", "train_version_id": str(dataset_version.id),
+        "validation_version_id": None, "hyperparameters": {}, "suffix": "", "gpus": 1,
+        "estimate": {"gpu_class": "cpu", "gpu_seconds": 1.0, "seconds": 1.0, "tokens": 10, "tokens_per_second": 10.0},
+    })
+    with tenant_atomic(a_org.id):
+        tuned_model = TunedModel.objects.create(
+            tenant_id=a_org.id, name=_unique("a-model"), base_model=base_model, task="sft", task_type="causal_lm",
+            method="lora", architecture="GPT2LMHeadModel", artifact_prefix="models/x", train_version=dataset_version,
+            model_card="tenant A's card", job=finetune)
+        checkpoint = TrainingCheckpoint.objects.create(tenant_id=a_org.id, job=finetune, step=1,
+                                                       key="fine-tunes/x/step-1.pt")
+
     # A second member of A, who signed up with an organization of their own.
     member = user_signup(email=f"{_unique('member-a')}@example.com", password="a long test password 1",
                          organization_name=_unique("Member's own"))
@@ -237,7 +258,7 @@ def world(make_tenant, test_clients) -> World:
                                 role="annotator")
 
     ids = {
-        "job_id": str(job.id),
+        "job_id": str(finetune.id),  # a fine-tune: a job that the training routes also find
         "artifact_id": str(artifact_id),
         "api_key_id": str(a_key.id),
         "membership_id": str(membership.id),
@@ -247,20 +268,22 @@ def world(make_tenant, test_clients) -> World:
         "dataset_id": str(dataset.id),
         "upload_id": str(dataset_upload.id),
         "version_id": str(dataset_version.id),
+        "model_id": str(tuned_model.id),
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
     # A quota's id is a small integer that any page may show by chance: not a marker of A's data.
-    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number, dataset.name} | {
+    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number, dataset.name, tuned_model.name, str(job.id)} | {
         str(a_org.id), a_org.slug, a_org.name, artifact_name, a_key.prefix,
         str(a.user.id), a.user.email, str(member.user.id), member.user.email, pending.invitation.email,
         str(joined.invitation.id), *(str(m.id) for m in a_memberships),
     }
     objects = {
-        "job": (Job, job.id), "artifact": (Artifact, artifact_id), "api_key": (ApiKey, a_key.id),
+        "job": (Job, job.id), "finetune": (Job, finetune.id), "artifact": (Artifact, artifact_id), "api_key": (ApiKey, a_key.id),
         "membership": (Membership, membership.id), "invitation": (Invitation, pending.invitation.id),
         "quota": (Quota, quota.id), "invoice": (Invoice, invoice.id),
         "dataset": (Dataset, dataset.id), "dataset_upload": (Upload, dataset_upload.id),
         "dataset_version": (DatasetVersion, dataset_version.id),
+        "tuned_model": (TunedModel, tuned_model.id), "checkpoint": (TrainingCheckpoint, checkpoint.id),
     }
     snapshot = _snapshot(a_org, objects)
 

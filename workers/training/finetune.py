@@ -122,10 +122,13 @@ def finetune_run(ctx, params: dict[str, Any]) -> dict[str, Any]:
     else:
         train_rows, validation_rows = split_rows(train_rows, fraction=hp["validation_fraction"], seed=hp["seed"])
 
-    resume = None
+    resume, resume_bytes = None, None
     if ctx.checkpoint.get("key"):
-        resume = loop.checkpoint_load(artifacts.object_get(tenant_id=ctx.tenant_id, key=ctx.checkpoint["key"]))
+        resume_bytes = artifacts.object_get(tenant_id=ctx.tenant_id, key=ctx.checkpoint["key"])
+        resume = loop.checkpoint_load(resume_bytes)
         ctx.log("resuming from the last checkpoint", step=resume["step"], key=ctx.checkpoint["key"])
+    gpus = params.get("gpus", 1)
+    ctx.compute_units = gpus  # GPU-seconds: wall time on each of the job's devices
 
     if task == "text_to_image":
         from .text_to_image import text_to_image_train
@@ -139,7 +142,16 @@ def finetune_run(ctx, params: dict[str, Any]) -> dict[str, Any]:
     ctx.log("training", task=task, method=method, device=str(device), train_examples=built.train_count,
             validation_examples=built.validation_count, trainable_parameters=built.trainable, parameters=built.total)
     hooks = JobHooks(ctx)
-    result = loop.train(runner, hp, hooks, resume=resume)
+    placement: dict[str, Any] = {"world_size": 1}
+    if gpus > 1:
+        result, placement = _train_distributed(built, hp=hp, hooks=hooks, resume=resume, resume_bytes=resume_bytes,
+                                               gpus=gpus, device=device, spec={
+                                                   "task": task, "method": method, "folder": str(folder),
+                                                   "hyperparameters": hp, "train_rows": train_rows,
+                                                   "validation_rows": validation_rows, "device": device.type})
+        ctx.log("trained on several processes", **placement)
+    else:
+        result = loop.train(runner, hp, hooks, resume=resume)
     final_eval = next((entry for entry in reversed(result.history) if entry.get("kind") == "eval"), {})
     metrics = {key: value for key, value in final_eval.items() if key not in ("kind",)}
     metrics.update({"steps": result.steps, "tokens": result.tokens, "train_seconds": round(result.seconds, 3),
@@ -155,7 +167,31 @@ def finetune_run(ctx, params: dict[str, Any]) -> dict[str, Any]:
     model = _register(ctx, params, base=base, built=built, metrics=metrics, samples=samples,
                       train_rows=len(train_rows), validation_rows=len(validation_rows))
     return {"model_id": str(model.id), "model": model.name, "steps": result.steps, "metrics": _json_safe(metrics),
-            "resumed_from_step": result.resumed_from_step, "seconds": round(time.monotonic() - started, 3)}
+            "resumed_from_step": result.resumed_from_step, "seconds": round(time.monotonic() - started, 3), **placement}
+
+
+def _train_distributed(built, *, hp, hooks, resume, resume_bytes, gpus: int, device: torch.device, spec: dict):
+    """Rank 0 here, ranks 1..gpus-1 launched beside it (workers.training.distributed)."""
+    import torch.distributed as dist
+
+    from . import distributed
+
+    launched = distributed.launch(world_size=gpus, device=device, spec=spec, resume_bytes=resume_bytes)
+    runner = built.runner
+    try:
+        distributed.init_group(rank=0, world_size=gpus, port=launched.port, device=device)
+        try:
+            runner.model = distributed.wrap(runner.model, device)
+            result = loop.train(runner, hp, hooks, resume=resume,
+                                distributed=loop.Distributed(rank=0, world_size=gpus))
+        finally:
+            runner.model = runner.module
+            dist.destroy_process_group()
+        placement = launched.finish(own_digest=result.last_digest)
+    except BaseException:
+        launched.abort()
+        raise
+    return result, placement
 
 
 class BuiltRunner:

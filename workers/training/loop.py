@@ -55,6 +55,34 @@ class Hooks(Protocol):
     def check_cancelled(self) -> None: ...
 
 
+class Distributed:
+    """This process's place in a torch.distributed group (one process per device). Rank 0 owns the
+    hooks (events, checkpoints, cancel checks); the others train their share of each step's batches
+    and follow rank 0's decisions (stop early, cancelled) through all-reduces."""
+
+    def __init__(self, *, rank: int, world_size: int):
+        self.rank = rank
+        self.world_size = world_size
+
+    def any(self, flag: bool) -> bool:
+        import torch.distributed as dist
+
+        value = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def total(self, number: float) -> float:
+        import torch.distributed as dist
+
+        value = torch.tensor([float(number)], dtype=torch.float64)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return float(value.item())
+
+
+class _Stop(Exception):
+    """Rank 0 was cancelled: every rank leaves the loop."""
+
+
 @dataclass
 class LoopResult:
     steps: int
@@ -65,6 +93,7 @@ class LoopResult:
     resumed_from_step: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    last_digest: str | None = None  # of the last step's weights, to compare ranks
 
 
 def autocast_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
@@ -108,6 +137,17 @@ def _rng_restore(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A digest of trainable weights, to check every rank ends with the same ones."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def checkpoint_load(data: bytes) -> dict[str, Any]:
     # Our own checkpoints hold numpy RNG state and plain containers besides tensors.
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -117,17 +157,25 @@ def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
-def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[str, Any] | None = None) -> LoopResult:
+def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[str, Any] | None = None,
+          distributed: Distributed | None = None) -> LoopResult:
     """Runs the fine-tune to its last step (or early stop) and leaves the best weights loaded
-    (the best validation loss when there is validation data, else the last)."""
+    (the best validation loss when there is validation data, else the last).
+
+    With `distributed`, each optimizer step takes gradient_accumulation_steps x world_size batches
+    (the epoch's last step wraps around to its first batches to fill up) and each rank trains on
+    every world_size-th of them; DistributedDataParallel averages the gradients."""
     device = runner.device
+    rank, world = (distributed.rank, distributed.world_size) if distributed is not None else (0, 1)
+    lead = rank == 0
     started = time.monotonic()
     epochs = hp["epochs"]
     accumulation = hp["gradient_accumulation_steps"]
     batches_per_epoch = len(runner.train_batches(0))
     if batches_per_epoch == 0:
         raise ValueError("no training batches: the dataset has no usable rows")
-    steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
+    per_step = accumulation * world
+    steps_per_epoch = math.ceil(batches_per_epoch / per_step)
     total_steps = steps_per_epoch * epochs
     if hp.get("max_steps"):
         total_steps = min(total_steps, hp["max_steps"])
@@ -177,7 +225,11 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
                                                     "best_val_loss": best_val, "reason": reason})
 
     def evaluate() -> bool:
-        """Evaluates; True when early stopping says to stop."""
+        """Evaluates (rank 0); True when early stopping says to stop (on every rank)."""
+        stop = lead and _evaluate()
+        return distributed.any(stop) if distributed is not None else stop
+
+    def _evaluate() -> bool:
         nonlocal best_val, best_state, bad_evals
         runner.train_mode(False)
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -196,6 +248,8 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
         bad_evals += 1
         return bool(hp["early_stopping_patience"]) and bad_evals >= hp["early_stopping_patience"]
 
+    if resume is None and hp.get("eval_at_start", True):
+        evaluate()  # the starting point of the eval curve: the base model on the validation data
     runner.train_mode(True)
     stopped_early = False
     window_tokens, window_loss, window_batches, window_started = 0, 0.0, 0, time.monotonic()
@@ -205,11 +259,15 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
     while step < total_steps and epoch < epochs and not stopped_early:
         batches = runner.train_batches(epoch)
         while batch_index < len(batches) and step < total_steps:
-            group = batches[batch_index:batch_index + accumulation]
-            for batch in group:
+            group = batches[batch_index:batch_index + per_step]
+            taken = len(group)
+            if world > 1 and len(group) < per_step:
+                group = group + (batches * per_step)[:per_step - len(group)]
+            local = group[rank::world]
+            for batch in local:
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     loss, count = runner.train_loss(batch)
-                scaled = loss / len(group)
+                scaled = loss / len(local)
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 window_loss += float(loss.detach())
                 window_batches += 1
@@ -227,11 +285,13 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            batch_index += len(group)
+            batch_index += taken
             step += 1
 
             if step % hp["log_every_steps"] == 0 or step == total_steps:
                 now = time.monotonic()
+                if distributed is not None:
+                    window_tokens = int(distributed.total(window_tokens))
                 values = {
                     "step": step, "epoch": epoch + batch_index / len(batches), "loss": window_loss / max(window_batches, 1),
                     "learning_rate": scheduler.get_last_lr()[0], "tokens_per_second": window_tokens / max(now - window_started, 1e-9),
@@ -240,18 +300,28 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
                 if device.type == "cuda":
                     values["gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
                 history.append({"kind": "train", **values})
-                hooks.metrics(values)
+                if lead:
+                    hooks.metrics(values)
                 window_tokens, window_loss, window_batches, window_started = 0, 0.0, 0, now
             if step % hp["eval_every_steps"] == 0 and step < total_steps:
                 stopped_early = evaluate()
-            if step % hp["checkpoint_every_steps"] == 0 and step < total_steps and not stopped_early:
+            if lead and step % hp["checkpoint_every_steps"] == 0 and step < total_steps and not stopped_early:
                 save("every_steps")
             spent = elapsed_before + time.monotonic() - started
             done_steps = step - (resumed_from or 0)
             rate = (time.monotonic() - started) / max(done_steps, 1)
             eta = rate * (total_steps - step)
-            hooks.progress(step / total_steps * 0.95, f"step {step}/{total_steps}, ETA {eta:.0f} s, ran {spent:.0f} s")
-            hooks.check_cancelled()
+            cancelled: BaseException | None = None
+            if lead:
+                hooks.progress(step / total_steps * 0.95, f"step {step}/{total_steps}, ETA {eta:.0f} s, ran {spent:.0f} s")
+                try:
+                    hooks.check_cancelled()
+                except Exception as exc:  # the job's cancel: every rank stops, then rank 0 raises it
+                    cancelled = exc
+            if distributed is not None and distributed.any(cancelled is not None) and cancelled is None:
+                raise _Stop()
+            if cancelled is not None:
+                raise cancelled
             if stopped_early:
                 break
         if batch_index >= len(batches):
@@ -259,9 +329,11 @@ def train(runner: TaskRunner, hp: dict[str, Any], hooks: Hooks, *, resume: dict[
             batch_index = 0
     if not stopped_early:
         evaluate()
+    last_digest = state_digest(runner.trainable_state()) if distributed is not None else None
     if best_state is not None:
         runner.load_trainable_state(best_state)
     return LoopResult(
+        last_digest=last_digest,
         steps=step, epochs_completed=epoch, tokens=tokens, best_val_loss=best_val, stopped_early=stopped_early,
         resumed_from_step=resumed_from, history=history, seconds=elapsed_before + time.monotonic() - started,
     )

@@ -35,20 +35,27 @@ class _Base:
     def train_mode(self, training: bool) -> None:
         self.model.train(training)
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model itself, unwrapped from DistributedDataParallel when training on several devices."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        if _is_peft(self.model):
+        if _is_peft(self.module):
             from peft import get_peft_model_state_dict
 
-            return get_peft_model_state_dict(self.model)
-        return self.model.state_dict()
+            return get_peft_model_state_dict(self.module)
+        return self.module.state_dict()
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        if _is_peft(self.model):
+        if _is_peft(self.module):
             from peft import set_peft_model_state_dict
 
-            set_peft_model_state_dict(self.model, state)
+            set_peft_model_state_dict(self.module, state)
         else:
-            self.model.load_state_dict(state)
+            self.module.load_state_dict(state)
 
 
 def _sequence_batch(examples: list[Example], *, packing: bool, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:

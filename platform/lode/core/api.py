@@ -13,7 +13,7 @@ from . import artifacts
 from .errors import PayloadTooLarge, ValidationFailed
 from .jobs import selectors as job_selectors
 from .jobs import services as job_services
-from .jobs.registry import job_kind_list
+from .jobs.registry import job_kind_get, job_kind_list
 from .models import Artifact, Job, JobEvent, JobState
 from .pagination import SequenceCursorPagination
 from .serializers import (
@@ -50,6 +50,10 @@ class JobListCreateApi(TenantScopedMixin, generics.GenericAPIView):
     def post(self, request):
         data = JobCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
+        kind = job_kind_get(data.validated_data["kind"])
+        if kind.created_through:
+            raise ValidationFailed(f"kind: create {kind.name} jobs through {kind.created_through}",
+                                   details={"field": "kind"})
         job = job_services.job_create(
             tenant_id=self.tenant.id, created_by=request.user, kind=data.validated_data["kind"],
             params=data.validated_data["params"],

@@ -17,5 +17,5 @@ class TrainingConfig(AppConfig):
             description="Fine-tunes a base model on a dataset version (LoRA or full; SFT, classification, DPO, "
                         "text-to-image LoRA) and registers the result.",
             time_limit_seconds=24 * 3600, validate_params=finetune_params_validate,
-            estimate_usage=finetune_usage_estimate,
+            estimate_usage=finetune_usage_estimate, created_through="/api/v1/fine-tunes",
         ))

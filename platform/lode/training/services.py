@@ -174,6 +174,8 @@ def finetune_create(
     hp = hyperparameters_validate(task, method, hyperparameters)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
         raise _field_error("gpus", f"an integer from 1 to {MAX_GPUS}")
+    if task == "text_to_image" and gpus != 1:
+        raise _field_error("gpus", "text_to_image fine-tunes run on one GPU")
     if not isinstance(suffix, str) or len(suffix) > 40 or (suffix and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", suffix)):
         raise _field_error("suffix", "up to 40 lowercase letters, digits and hyphens")
     # Characters to train on: the sampled mean length times the rows (the stored bytes without stats).

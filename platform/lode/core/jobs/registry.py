@@ -29,6 +29,9 @@ class JobKind:
     # checked against the tenant's quotas before the job is written (see jobs/metering.py).
     metered: bool | None = None
     estimate_usage: Callable[[dict[str, Any]], list[tuple[str, str, Any]]] | None = None
+    # Where a job of this kind is created: through the generic jobs API, or only through its app's
+    # own endpoint (which checks what the kind's parameters refer to), named here.
+    created_through: str = ""
 
     @property
     def is_metered(self) -> bool:

@@ -65,6 +65,9 @@ class JobContext:
         self._last_progress_write = 0.0
         # The claim has just checked for a cancel request; the first check can wait its interval.
         self._last_cancel_check = time.monotonic()
+        # Devices the handler keeps busy: metered compute is wall time x this (a job on 4 GPUs
+        # uses 4 GPU-seconds a second). The handler sets it once it knows.
+        self.compute_units = 1
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         now = time.monotonic()
@@ -108,7 +111,7 @@ class JobContext:
         if self._metering is None:
             return None
         now = time.monotonic()
-        seconds = Decimal(str(now - self._segment_started)).quantize(Decimal("0.000001"))
+        seconds = (Decimal(str(now - self._segment_started)) * self.compute_units).quantize(Decimal("0.000001"))
         self._segment_started = now
         if seconds <= 0:
             return None
