@@ -9,6 +9,8 @@ import random
 import orjson
 import pytest
 
+from tests.conftest import wait_for
+
 TRAINING_WORDS = ("refund", "order", "delivery", "invoice", "account", "password", "parcel", "warranty", "plan", "card")
 
 
@@ -43,8 +45,10 @@ def version_from_rows(tenant, rows: list[dict], *, modality: str, name: str | No
     data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
     _upload, version = dataset_services.upload_direct(
         tenant_id=tenant_id, dataset_id=dataset.id, file=SimpleUploadedFile("rows.jsonl", data), by=tenant.user)
-    assert job_execute(tenant_id=tenant_id, job_id=version.job_id) == "succeeded"
-    version = version_get(tenant_id=tenant_id, version_id=version.id)
+    # Run here; when a test's worker consumes the cpu queue it may take the job first (None here).
+    job_execute(tenant_id=tenant_id, job_id=version.job_id)
+    version = wait_for(lambda: (found := version_get(tenant_id=tenant_id, version_id=version.id)).status != "building"
+                       and found, timeout=60, message="the version to be built")
     assert version.status == "ready", version.report
     return version
 

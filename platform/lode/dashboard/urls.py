@@ -1,7 +1,7 @@
 """Dashboard page routes (server-rendered HTML; the API lives under /api/v1/)."""
 from django.urls import path
 
-from . import billing_views, dataset_views, views
+from . import billing_views, dataset_views, training_views, views
 
 app_name = "dashboard"
 
@@ -17,6 +17,12 @@ urlpatterns = [
     path("datasets/", dataset_views.DatasetListView.as_view(), name="datasets"),
     path("datasets/<uuid:dataset_id>/", dataset_views.DatasetDetailView.as_view(), name="dataset"),
     path("dataset-versions/<uuid:version_id>/", dataset_views.VersionDetailView.as_view(), name="dataset-version"),
+    # Training: fine-tunes and the model registry
+    path("fine-tunes/", training_views.FinetuneListView.as_view(), name="finetunes"),
+    path("fine-tunes/<uuid:job_id>/", training_views.FinetuneDetailView.as_view(), name="finetune"),
+    path("fine-tunes/<uuid:job_id>/cancel/", training_views.FinetuneCancelView.as_view(), name="finetune-cancel"),
+    path("models/", training_views.ModelRegistryView.as_view(), name="models"),
+    path("models/<uuid:model_id>/", training_views.ModelDetailView.as_view(), name="model"),
     # Billing
     path("billing/", billing_views.BillingOverviewView.as_view(), name="billing"),
     path("billing/quotas/<int:quota_id>/delete/", billing_views.QuotaDeleteView.as_view(), name="billing-quota-delete"),

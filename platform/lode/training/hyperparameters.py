@@ -120,6 +120,10 @@ def method_check(task: str, method: Any) -> str:
     return method
 
 
+def _applies(spec: Spec, task: str, method: str) -> bool:
+    return (spec.tasks is None or task in spec.tasks) and (spec.methods is None or method in spec.methods)
+
+
 def _refuse(key: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"hyperparameters.{key}: {message}", details={"field": f"hyperparameters.{key}"})
 
@@ -131,7 +135,8 @@ def hyperparameters_validate(task: str, method: str, given: Any) -> dict[str, An
         given = {}
     if not isinstance(given, dict):
         raise ValidationFailed("hyperparameters: an object", details={"field": "hyperparameters"})
-    values = {**DEFAULTS, **TASK_DEFAULTS[task], **METHOD_DEFAULTS[method]}
+    values = {key: value for key, value in {**DEFAULTS, **TASK_DEFAULTS[task], **METHOD_DEFAULTS[method]}.items()
+              if _applies(SPECS[key], task, method)}
     for key, value in given.items():
         spec = SPECS.get(key)
         if spec is None:

@@ -74,7 +74,8 @@ def finetune_checkpoints(*, tenant_id: UUID | str, job_id: UUID | str) -> QueryS
 
 
 def finetune_model(*, tenant_id: UUID | str, job_id: UUID | str) -> TunedModel | None:
-    return TunedModel.objects.filter(tenant_id=tenant_id, job_id=job_id).first()
+    with tenant_atomic(tenant_id):
+        return TunedModel.objects.filter(tenant_id=tenant_id, job_id=job_id).first()
 
 
 def tuned_model_list(*, tenant_id: UUID | str) -> QuerySet[TunedModel]:

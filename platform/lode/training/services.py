@@ -156,8 +156,13 @@ def finetune_create(
     except NotFound:
         raise _field_error("base_model", f"no base model named {base_model!r}") from None
     train = _ready_version(tenant_id, train_version_id, "train_version")
+    implied = not task
     task = task or ("dpo" if base.task_type == "causal_lm" and train.modality == "preference" else _DEFAULT_TASK[base.task_type])
     task = task_check(task)
+    if implied and train.modality not in TASKS[task][1]:
+        fitting = sorted({needs for needs, modalities in TASKS.values() if train.modality in modalities})
+        raise _field_error("base_model", f"{base.name} is a {base.task_type} model; {train.modality} data trains "
+                                         f"a {' or '.join(fitting)} model")
     method = method_check(task, method)
     needs_type, modalities = TASKS[task]
     if base.task_type != needs_type:

@@ -1,8 +1,8 @@
-/* Dashboard behaviour on top of htmx: draws loss charts, the billing usage chart and the dataset
-   statistics charts (Chart.js) in content as it is loaded or swapped in by polling, and frees a
-   chart when htmx removes its canvas; copy buttons; the organization switcher's submit on change;
-   the dataset upload form (a multipart POST to the API with upload progress) and the operation
-   launcher's example parameters. */
+/* Dashboard behaviour on top of htmx: draws loss charts, a fine-tune's evaluation curves, the
+   billing usage chart and the dataset statistics charts (Chart.js) in content as it is loaded or
+   swapped in by polling, and frees a chart when htmx removes its canvas; copy buttons; the
+   organization switcher's submit on change; the dataset upload form (a multipart POST to the API
+   with upload progress) and the operation launcher's example parameters. */
 (function () {
   "use strict";
 
@@ -123,6 +123,47 @@
     });
   }
 
+  // Training: a fine-tune's evaluation curves by step. The page prepares the series ({label,
+  // data: [{x: step, y}], axis}); validation loss is on the left axis, the task's metrics
+  // (perplexity, accuracy, reward margin…) on the right one, which shows only when there are any.
+  function drawStepChart(canvas) {
+    if (typeof Chart === "undefined" || Chart.getChart(canvas)) return;
+    var source = document.getElementById(canvas.dataset.stepChart);
+    if (!source) return;
+    var spec = JSON.parse(source.textContent);
+    var rightAxis = spec.series.some(function (series) { return series.axis === "y1"; });
+    var leftAxis = spec.series.some(function (series) { return series.axis !== "y1"; });
+    new Chart(canvas, {
+      type: "line",
+      data: {
+        datasets: spec.series.map(function (series, index) {
+          var colour = PALETTE[index % PALETTE.length];
+          return {
+            label: series.label,
+            data: series.data,
+            yAxisID: series.axis === "y1" ? "y1" : "y",
+            borderColor: colour,
+            backgroundColor: colour,
+            borderWidth: 2,
+            pointRadius: series.data.length > 60 ? 0 : 3,
+            tension: 0.15,
+          };
+        }),
+      },
+      options: {
+        animation: false, // redrawn on every poll; animating would flicker
+        maintainAspectRatio: false,
+        scales: {
+          x: { type: "linear", title: { display: true, text: spec.x_title || "step" } },
+          y: { display: leftAxis, position: "left", title: { display: true, text: spec.y_title || "" } },
+          y1: { display: rightAxis, position: "right", grid: { drawOnChartArea: false },
+                title: { display: true, text: spec.y1_title || "" } },
+        },
+        plugins: { legend: { display: true, position: "bottom" } },
+      },
+    });
+  }
+
   function within(root, selector) {
     var found = root.matches && root.matches(selector) ? [root] : [];
     found.push.apply(found, root.querySelectorAll(selector));
@@ -133,6 +174,7 @@
     within(root, "canvas[data-loss-chart]").forEach(drawLossChart);
     within(root, "canvas[data-usage-chart]").forEach(drawUsageChart);
     within(root, "canvas[data-chart-source]").forEach(drawSpecChart);
+    within(root, "canvas[data-step-chart]").forEach(drawStepChart);
   });
 
   // Datasets: the upload form sends the file straight to the API (multipart, the session's
