@@ -94,17 +94,19 @@ def materialize_folder(
     return target
 
 
-def materialize_base_model(name: str, *, cache_dir: Path | None = None) -> Path:
-    """The local folder of the registered base model `name`, downloaded from the artifact store
-    if the cache (settings.MODEL_CACHE_DIR unless `cache_dir`) lacks it. Pass the result to
-    `from_pretrained`. Raises NotFound for an unknown model or files the store has lost."""
+def materialize_base_model(name: str, *, tenant_id: UUID | str | None = None, cache_dir: Path | None = None) -> Path:
+    """The local folder of the registered base model `name` (a catalog model, or with tenant_id one
+    of that tenant's uploads), downloaded from the artifact store if the cache (settings.MODEL_CACHE_DIR
+    unless `cache_dir`) lacks it. Pass the result to `from_pretrained`. Raises NotFound for an
+    unknown model or files the store has lost."""
     from lode.training.selectors import base_model_get
 
-    base_model = base_model_get(name=name)
+    base_model = base_model_get(name=name, tenant_id=tenant_id)
+    owner = base_model.tenant_id
     return materialize_folder(
-        tenant_id=None,
+        tenant_id=owner,
         prefix=base_model.artifact_prefix,
-        cache_subdir=f"{BASE_MODELS_CACHE}/{base_model.name}",
+        cache_subdir=f"{BASE_MODELS_CACHE}/{base_model.name}" if owner is None else f"tenants/{owner}/base-models/{base_model.id}",
         manifest=base_model.manifest,
         cache_dir=cache_dir,
     )

@@ -66,7 +66,6 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/schema": "the OpenAPI description; the same for everyone",
     "api/v1/docs": "the API documentation page; the same for everyone",
     "api/v1/job-kinds": "the platform's catalogue of job kinds; the same for every tenant",
-    "api/v1/base-models": "the platform's base-model catalogue; the same for every tenant",
     "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",
     "api/v1/billing/estimate": "prices usage for the caller's own organization; names no object (POST only)",
     "api/v1/billing/stripe/webhook": "Stripe's calls, proven by signature, not by a tenant; tested in tests/billing/test_stripe.py",
@@ -242,6 +241,9 @@ def world(make_tenant, test_clients) -> World:
         "estimate": {"gpu_class": "cpu", "gpu_seconds": 1.0, "seconds": 1.0, "tokens": 10, "tokens_per_second": 10.0},
     })
     with tenant_atomic(a_org.id):
+        own_base = BaseModel.objects.create(
+            tenant_id=a_org.id, name=_unique("a-base"), display_name="A's own checkpoint", task_type="causal_lm",
+            architecture="LlamaForCausalLM", parameter_count=1, artifact_prefix="base-models/x", source="uploaded")
         tuned_model = TunedModel.objects.create(
             tenant_id=a_org.id, name=_unique("a-model"), base_model=base_model, task="sft", task_type="causal_lm",
             method="lora", architecture="GPT2LMHeadModel", artifact_prefix="models/x", train_version=dataset_version,
@@ -269,10 +271,11 @@ def world(make_tenant, test_clients) -> World:
         "upload_id": str(dataset_upload.id),
         "version_id": str(dataset_version.id),
         "model_id": str(tuned_model.id),
+        "base_model_id": str(own_base.id),
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
     # A quota's id is a small integer that any page may show by chance: not a marker of A's data.
-    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number, dataset.name, tuned_model.name, str(job.id)} | {
+    markers = {value for kwarg, value in ids.items() if kwarg != "quota_id"} | {invoice.number, dataset.name, tuned_model.name, own_base.name, str(job.id)} | {
         str(a_org.id), a_org.slug, a_org.name, artifact_name, a_key.prefix,
         str(a.user.id), a.user.email, str(member.user.id), member.user.email, pending.invitation.email,
         str(joined.invitation.id), *(str(m.id) for m in a_memberships),
@@ -284,6 +287,7 @@ def world(make_tenant, test_clients) -> World:
         "dataset": (Dataset, dataset.id), "dataset_upload": (Upload, dataset_upload.id),
         "dataset_version": (DatasetVersion, dataset_version.id),
         "tuned_model": (TunedModel, tuned_model.id), "checkpoint": (TrainingCheckpoint, checkpoint.id),
+        "own_base_model": (BaseModel, own_base.id),
     }
     snapshot = _snapshot(a_org, objects)
 

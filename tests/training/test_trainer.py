@@ -142,24 +142,32 @@ def test_example_truncated_before_its_response_is_dropped(gpt2_folder):
     assert chat_example(tokenizer, row_messages(row), max_length=16) is None
 
 
-def test_packed_batch_gives_the_same_loss_as_padded_examples(gpt2_folder):
-    """Padding-free packing attends within each example only: the loss of a packed row equals the
-    loss of the same examples padded side by side."""
+@pytest.mark.parametrize("rows_of", ["longest", 256])
+def test_packed_batch_gives_the_same_loss_as_padded_examples(gpt2_folder, rows_of):
+    """Packing attends within each example only: the loss of packed rows equals the loss of the
+    same examples padded side by side, with far fewer padding tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gpt2_folder)
     model = AutoModelForCausalLM.from_pretrained(gpt2_folder).eval()
-    examples = [chat_example(tokenizer, row_messages(row), max_length=256) for row in instruction_rows(6, seed=3)]
+    examples = [chat_example(tokenizer, row_messages(row), max_length=256) for row in instruction_rows(9, seed=3)]
+    examples[0].input_ids, examples[0].labels = examples[0].input_ids * 2, examples[0].labels * 2  # one long one
     pad = tokenizer.pad_token_id
+    limit = max(len(e.input_ids) for e in examples) if rows_of == "longest" else rows_of
+    cpu = torch.device("cpu")
 
+    packed_batch = _sequence_batch(examples, packing=True, pad_id=pad, device=cpu, max_length=limit)
+    padded_batch = _sequence_batch(examples, packing=False, pad_id=pad, device=cpu)
     with torch.no_grad():
-        packed, packed_mask = _token_log_probs(model, _sequence_batch(examples, packing=True, pad_id=pad, device=torch.device("cpu")))
-        padded, padded_mask = _token_log_probs(model, _sequence_batch(examples, packing=False, pad_id=pad, device=torch.device("cpu")))
+        packed, packed_mask = _token_log_probs(model, packed_batch)
+        padded, padded_mask = _token_log_probs(model, padded_batch)
 
     assert int(packed_mask.sum()) == int(padded_mask.sum()) > 0
     assert float(packed.sum()) == pytest.approx(float(padded.sum()), rel=1e-4)
-    packed_batch = _sequence_batch(examples, packing=True, pad_id=pad, device=torch.device("cpu"))
-    assert packed_batch["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))  # not one pad token
+    rows, width = packed_batch["input_ids"].shape
+    assert width <= limit and rows < len(examples)
+    assert packed_batch["input_ids"].numel() < padded_batch["input_ids"].numel()
+    assert int((packed_batch["input_ids"] != pad).sum()) == sum(len(e.input_ids) for e in examples)
 
 
 def test_split_is_seeded_and_keeps_at_least_one_row_each_side():

@@ -112,8 +112,8 @@ def finetune_run(ctx, params: dict[str, Any]) -> dict[str, Any]:
     device = device_for_training()
     started = time.monotonic()
     ctx.progress(0.0, "loading the base model and the data", force=True)
-    base = base_model_get(name=params["base_model"])
-    folder = materialize_base_model(base.name)
+    base = base_model_get(name=params["base_model"], tenant_id=ctx.tenant_id)
+    folder = materialize_base_model(base.name, tenant_id=ctx.tenant_id)
     _seed_everything(hp["seed"])
 
     train_rows = version_rows(ctx.tenant_id, params["train_version_id"])

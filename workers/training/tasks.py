@@ -58,22 +58,46 @@ class _Base:
             self.module.load_state_dict(state)
 
 
-def _sequence_batch(examples: list[Example], *, packing: bool, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Padding-free (packing): every example of the batch in one row, positions restarting at each
-    example; with no attention mask, transformers reads the restarts as sequence boundaries and
-    attends within each example only. Otherwise: right-padded to the longest example."""
+def _sequence_batch(examples: list[Example], *, packing: bool, pad_id: int, device: torch.device,
+                    max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Packing: the examples are packed first-fit (longest first) into rows of at most max_length
+    tokens, positions restarting at each example; with no attention mask, transformers reads the
+    restarts as sequence boundaries and attends within each example only. Rows are then padded to
+    the longest row (the padding is a sequence of its own, never a label). Attention then costs
+    rows x max_length^2, not (batch x max_length)^2 as one long row would. Without packing: each
+    example in its own row, right-padded to the longest example."""
     if packing:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for example in examples:
-            ids += example.input_ids
-            labels += [IGNORE] + example.labels[1:]  # the first token is never predicted across examples
-            positions += range(len(example.input_ids))
+        limit = max(max_length or 0, max(len(example.input_ids) for example in examples))
+        rows: list[list[Example]] = []
+        room: list[int] = []
+        for example in sorted(examples, key=lambda item: -len(item.input_ids)):
+            size = len(example.input_ids)
+            for index, free in enumerate(room):
+                if size <= free:
+                    rows[index].append(example)
+                    room[index] -= size
+                    break
+            else:
+                rows.append([example])
+                room.append(limit - size)
+        width = max(limit - free for free in room)
+        ids_rows, label_rows, position_rows = [], [], []
+        for row in rows:
+            ids: list[int] = []
+            labels: list[int] = []
+            positions: list[int] = []
+            for example in row:
+                ids += example.input_ids
+                labels += [IGNORE] + example.labels[1:]  # the first token is never predicted across examples
+                positions += range(len(example.input_ids))
+            tail = width - len(ids)
+            ids_rows.append(ids + [pad_id] * tail)
+            label_rows.append(labels + [IGNORE] * tail)
+            position_rows.append(positions + list(range(tail)))
         return {
-            "input_ids": torch.tensor([ids], device=device),
-            "labels": torch.tensor([labels], device=device),
-            "position_ids": torch.tensor([positions], device=device),
+            "input_ids": torch.tensor(ids_rows, device=device),
+            "labels": torch.tensor(label_rows, device=device),
+            "position_ids": torch.tensor(position_rows, device=device),
         }
     width = max(len(example.input_ids) for example in examples)
     ids = [example.input_ids + [pad_id] * (width - len(example.input_ids)) for example in examples]
@@ -107,12 +131,14 @@ class SFTRunner(_Base):
         self.validation = validation
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.packing = hp.get("packing", True)
+        self.max_length = max((len(example.input_ids) for example in train), default=hp["max_seq_length"])
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         return _order(len(self.train), seed=self.hp["seed"], epoch=epoch, batch_size=self.hp["batch_size"])
 
     def _loss(self, examples: list[Example]) -> tuple[torch.Tensor, int, int]:
-        batch = _sequence_batch(examples, packing=self.packing, pad_id=self.pad_id, device=self.device)
+        batch = _sequence_batch(examples, packing=self.packing, pad_id=self.pad_id, device=self.device,
+                                max_length=self.max_length)
         log_probs, mask = _token_log_probs(self.model, batch)
         labeled = int(mask.sum())
         return -log_probs.sum() / max(labeled, 1), labeled, sum(len(example.input_ids) for example in examples)

@@ -344,7 +344,7 @@ class FinetuneListView(TrainingPageView):
         return context
 
     def _form(self, data: Any = None) -> FinetuneCreateForm:
-        return FinetuneCreateForm(data, base_models=list(selectors.base_model_list()),
+        return FinetuneCreateForm(data, base_models=selectors.base_model_list(tenant_id=self.tenant.id),
                                   versions=ready_versions(tenant_id=self.tenant.id))
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -454,7 +454,7 @@ class ModelRegistryView(TrainingPageView):
         with tenant_atomic(tenant_id):
             models = list(selectors.tuned_model_list(tenant_id=tenant_id)[:MODELS_SHOWN])
         context.update(
-            base_models=list(selectors.base_model_list()),
+            base_models=selectors.base_model_list(tenant_id=self.tenant.id),
             models=[{"model": model, "metrics": key_metrics(model.metrics)} for model in models],
             limit=MODELS_SHOWN,
         )

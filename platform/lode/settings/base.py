@@ -286,6 +286,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Datasets -------------------------------------------------------------------------------------
 DATASET_UPLOAD_MAX_BYTES = env_int("LODE_DATASET_UPLOAD_MAX_BYTES", 2 * 1024**3)
+# A tenant's own base model (a zip of a Hugging Face-format folder), uncompressed.
+MODEL_UPLOAD_MAX_BYTES = env_int("LODE_MODEL_UPLOAD_MAX_BYTES", 20 * 1024**3)
 DATASET_MAX_ROW_BYTES = env_int("LODE_DATASET_MAX_ROW_BYTES", 1024 * 1024)
 
 # --- Billing ----------------------------------------------------------------------------------------

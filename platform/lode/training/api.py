@@ -2,13 +2,14 @@
 the model registry (the platform's base models, the tenant's fine-tuned models and their cards)."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lode.core.errors import ValidationFailed
+from lode.core.errors import PayloadTooLarge, ValidationFailed
 from lode.core.models import Job, JobEvent, JobState
 from lode.core.pagination import SequenceCursorPagination
 from lode.core.serializers import JobEventOutput
@@ -17,7 +18,14 @@ from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
 from .models import BaseModel, TrainingCheckpoint, TunedModel
-from .serializers import BaseModelOutput, CheckpointOutput, FineTuneInput, FineTuneOutput, TunedModelOutput
+from .serializers import (
+    BaseModelOutput,
+    BaseModelUploadInput,
+    CheckpointOutput,
+    FineTuneInput,
+    FineTuneOutput,
+    TunedModelOutput,
+)
 
 
 def _actor(request):
@@ -100,14 +108,44 @@ class FineTuneCheckpointListApi(TrainingApiMixin, generics.ListAPIView):
         return TrainingCheckpoint.objects.filter(job_id=job.id)
 
 
-class BaseModelListApi(APIView):
-    """The platform's base-model catalog (the same for every tenant)."""
+class BaseModelListCreateApi(TrainingApiMixin, generics.GenericAPIView):
+    """GET: the platform's catalog and the tenant's own uploads. POST (multipart: file = a zip of a
+    Hugging Face-format folder, name, display_name): registers an upload for this tenant only."""
 
-    required_area = "training"
+    serializer_class = BaseModelOutput
+    pagination_class = None
+    tenant_field = "tenant"
+
+    def safely_get_queryset(self):
+        return BaseModel.objects.all()
 
     @extend_schema(responses=BaseModelOutput(many=True))
     def get(self, request):
-        return Response(BaseModelOutput(BaseModel.objects.order_by("name"), many=True).data)
+        return Response(BaseModelOutput(selectors.base_model_list(tenant_id=self.tenant.id), many=True).data)
+
+    @extend_schema(request={"multipart/form-data": BaseModelUploadInput}, responses={201: BaseModelOutput})
+    def post(self, request):
+        limit = settings.MODEL_UPLOAD_MAX_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            raise PayloadTooLarge(f"file: larger than the {limit} byte limit", details={"field": "file", "limit_bytes": limit})
+        data = BaseModelUploadInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.base_model_upload(tenant_id=self.tenant.id, by=_actor(request), **data.validated_data)
+        return Response(BaseModelOutput(model).data, status=status.HTTP_201_CREATED)
+
+
+class BaseModelDetailApi(TrainingApiMixin, generics.RetrieveDestroyAPIView):
+    """One of the tenant's own uploads (catalog models are listed, not managed, here)."""
+
+    serializer_class = BaseModelOutput
+    lookup_url_kwarg = "base_model_id"
+
+    def safely_get_queryset(self):
+        return BaseModel.objects.all()
+
+    def destroy(self, request, *args, **kwargs):
+        services.base_model_delete(tenant_id=self.tenant.id, by=_actor(request), base_model_id=kwargs["base_model_id"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TunedModelListApi(TrainingApiMixin, generics.ListAPIView):

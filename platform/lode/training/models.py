@@ -24,16 +24,19 @@ class BaseModelSource(models.TextChoices):
 
 
 class BaseModel(models.Model):
-    """One base model in the catalog. Not tenant-owned: every tenant may fine-tune from it."""
+    """One base model: the platform's catalog (tenant empty: every tenant may fine-tune from it),
+    or a tenant's own uploaded Hugging Face-format checkpoint (seen by that tenant only)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.SlugField(max_length=100, unique=True)
+    tenant = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    name = models.SlugField(max_length=100)
     display_name = models.CharField(max_length=200)
     task_type = models.CharField(max_length=40, choices=BaseModelTaskType.choices)
     # The transformers/diffusers class that loads it, e.g. "GPT2LMHeadModel".
     architecture = models.CharField(max_length=200)
     parameter_count = models.BigIntegerField(validators=[MinValueValidator(0)])
-    # Relative key of the folder in the artifact store, platform scope ("base-models/<name>").
+    # Relative key of the folder in the artifact store: platform scope ("base-models/<name>") for the
+    # catalog, the tenant's scope ("base-models/<id>") for an upload.
     artifact_prefix = models.CharField(max_length=500)
     # The model folder's lode_model.json: file list with sizes and digests, revision, training record.
     manifest = models.JSONField(default=dict, blank=True)
@@ -51,6 +54,9 @@ class BaseModel(models.Model):
                 condition=Q(source__in=BaseModelSource.values), name="training_basemodel_source_valid"
             ),
             models.CheckConstraint(condition=Q(parameter_count__gte=0), name="training_basemodel_parameters_gte_0"),
+            models.UniqueConstraint(fields=["name"], condition=Q(tenant__isnull=True), name="training_basemodel_platform_name"),
+            models.UniqueConstraint(fields=["tenant", "name"], condition=Q(tenant__isnull=False),
+                                    name="training_basemodel_tenant_name"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from lode.core import artifacts
 from lode.core.errors import NotFound
@@ -14,25 +14,38 @@ from tenants.db_context import tenant_atomic
 from .models import BaseModel, TrainingCheckpoint, TunedModel
 
 
-def base_model_get(*, name: str) -> BaseModel:
-    try:
-        return BaseModel.objects.get(name=name)
-    except BaseModel.DoesNotExist:
-        raise NotFound(f"No base model named {name!r}", details={"name": name}) from None
+def base_model_get(*, name: str, tenant_id: UUID | str | None = None) -> BaseModel:
+    """A catalog model by name, or (with tenant_id) one of that tenant's uploads."""
+    if tenant_id is None:
+        found = BaseModel.objects.filter(name=name, tenant__isnull=True).first()
+    else:
+        with tenant_atomic(tenant_id):
+            found = (BaseModel.objects.filter(name=name).filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
+                     .order_by(F("tenant_id").asc(nulls_last=True)).first())
+    if found is None:
+        raise NotFound(f"No base model named {name!r}", details={"name": name})
+    return found
 
 
-def base_model_list(*, task_type: str | None = None) -> QuerySet[BaseModel]:
-    queryset = BaseModel.objects.order_by("name")
+def base_model_list(*, task_type: str | None = None, tenant_id: UUID | str | None = None) -> list[BaseModel]:
+    """The catalog, and with tenant_id that tenant's uploads too."""
+    if tenant_id is None:
+        queryset = BaseModel.objects.filter(tenant__isnull=True)
+    else:
+        queryset = BaseModel.objects.filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
     if task_type:
         queryset = queryset.filter(task_type=task_type)
-    return queryset
+    if tenant_id is None:
+        return list(queryset.order_by("name"))
+    with tenant_atomic(tenant_id):
+        return list(queryset.order_by("name"))
 
 
 def base_model_missing_files(*, base_model: BaseModel) -> list[str]:
     """The manifest's files that the artifact store lacks (or holds with another size): non-empty
     when an endpoint lost its objects (the local S3 endpoint may keep them in memory only)."""
     stored = {
-        obj.key: obj.size for obj in artifacts.object_list(tenant_id=None, prefix=base_model.artifact_prefix)
+        obj.key: obj.size for obj in artifacts.object_list(tenant_id=base_model.tenant_id, prefix=base_model.artifact_prefix)
     }
     missing = []
     for entry in (base_model.manifest or {}).get("files", []):

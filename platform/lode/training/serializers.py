@@ -54,11 +54,23 @@ class CheckpointOutput(serializers.ModelSerializer):
 
 
 class BaseModelOutput(serializers.ModelSerializer):
+    owned = serializers.SerializerMethodField()
+
     class Meta:
         model = BaseModel
-        fields = ["id", "name", "display_name", "task_type", "architecture", "parameter_count", "source", "revision",
-                  "created_at"]
+        fields = ["id", "name", "display_name", "task_type", "architecture", "parameter_count", "source", "owned",
+                  "revision", "created_at"]
         read_only_fields = fields
+
+    def get_owned(self, model) -> bool:
+        """True for the tenant's own upload, False for the platform's catalog."""
+        return model.tenant_id is not None
+
+
+class BaseModelUploadInput(serializers.Serializer):
+    file = serializers.FileField()
+    name = serializers.CharField(max_length=100)
+    display_name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
 
 
 class TunedModelOutput(serializers.ModelSerializer):

@@ -3,7 +3,10 @@ then the row is written; a row therefore never points at files that were not upl
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -84,7 +87,7 @@ def base_model_register(
 
     with transaction.atomic():
         now = timezone.now()
-        base_model = BaseModel.objects.select_for_update().filter(name=name).first()
+        base_model = BaseModel.objects.select_for_update().filter(name=name, tenant__isnull=True).first()
         if base_model is None:
             base_model = BaseModel(name=name, created_at=now)
         for field, value in fields.items():
@@ -152,7 +155,7 @@ def finetune_create(
     if not isinstance(base_model, str) or not base_model:
         raise _field_error("base_model", "the name of a base model")
     try:
-        base = base_model_get(name=base_model)
+        base = base_model_get(name=base_model, tenant_id=tenant_id)
     except NotFound:
         raise _field_error("base_model", f"no base model named {base_model!r}") from None
     train = _ready_version(tenant_id, train_version_id, "train_version")
@@ -276,3 +279,95 @@ def tuned_model_register(
         audit_record(tenant_id=tenant_id, action="training.model_registered", target=model,
                      actor_label=f"job:{job_id}", data={"name": model.name, "job": str(job_id)})
     return model
+
+
+# --- A tenant's own base models -------------------------------------------------------------------
+
+
+def base_model_upload(*, tenant_id: UUID | str, by: Any, name: str, display_name: str, file) -> BaseModel:
+    """A tenant's Hugging Face-format checkpoint (a zip of its folder): checked (see
+    checkpoint_upload), stored under the tenant's base-models/<id>/, then registered for that tenant
+    only. Nothing is stored when a check fails; the 4xx names the file or rule."""
+    import tempfile
+
+    from django.conf import settings
+
+    from lode.core.errors import PayloadTooLarge
+
+    from .checkpoint_upload import CheckpointRefused, checkpoint_read
+
+    name = (name or "").strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", name):
+        raise _field_error("name", "1 to 100 lowercase letters, digits and hyphens")
+    if BaseModel.objects.filter(name=name, tenant__isnull=True).exists():
+        raise _field_error("name", f"{name!r} is a catalog model's name")
+    with tenant_atomic(tenant_id):
+        if BaseModel.objects.filter(name=name, tenant_id=tenant_id).exists():
+            raise _field_error("name", f"you already have a base model named {name!r}")
+    limit = settings.MODEL_UPLOAD_MAX_BYTES
+    if file is None:
+        raise _field_error("file", "a zip of the model folder")
+    if file.size is not None and file.size > limit:
+        raise PayloadTooLarge(f"file: larger than the {limit} byte limit", details={"field": "file", "limit_bytes": limit})
+    temporary = checkpoint = None
+    path = getattr(file, "temporary_file_path", None)
+    if path is None:
+        temporary = tempfile.NamedTemporaryFile(suffix=".zip", delete=False)
+        for chunk in file.chunks():
+            temporary.write(chunk)
+        temporary.close()
+        zip_path = temporary.name
+    else:
+        zip_path = path()
+    try:
+        try:
+            checkpoint = checkpoint_read(zip_path, max_bytes=limit)
+        except CheckpointRefused as exc:
+            raise ValidationFailed(f"file: {exc.message}", details={"field": "file", "path": exc.path,
+                                                                    "rule": exc.code}) from None
+        model_id = uuid.uuid4()
+        prefix = f"{BASE_MODELS_PREFIX}/{model_id}"
+        files = folder_files(checkpoint.folder)
+        try:
+            for entry in files:
+                artifacts.file_put(tenant_id=tenant_id, key=f"{prefix}/{entry['path']}", path=checkpoint.folder / entry["path"])
+            with tenant_atomic(tenant_id):
+                model = BaseModel(
+                    id=model_id, tenant_id=tenant_id, name=name, display_name=(display_name or name)[:200],
+                    task_type=checkpoint.task_type, architecture=checkpoint.architecture[:200],
+                    parameter_count=checkpoint.parameter_count, artifact_prefix=prefix,
+                    manifest={"files": files, "revision": files_revision(files), "model_type": checkpoint.model_type},
+                    source=BaseModelSource.UPLOADED,
+                )
+                model.save()
+                audit_record(tenant_id=tenant_id, action="training.base_model_uploaded", user=actor_user(by),
+                             api_key=actor_api_key(by), target=model,
+                             data={"name": name, "architecture": model.architecture, "parameters": model.parameter_count})
+        except BaseException:
+            artifacts.prefix_delete(tenant_id=tenant_id, prefix=prefix)
+            raise
+        return model
+    finally:
+        if temporary is not None:
+            os.unlink(temporary.name)
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint.folder, ignore_errors=True)
+
+
+def base_model_delete(*, tenant_id: UUID | str, by: Any, base_model_id: UUID | str) -> None:
+    """Removes one of the tenant's uploads; refused (409) while a fine-tuned model needs it."""
+    from lode.core.errors import Conflict
+
+    with tenant_atomic(tenant_id):
+        try:
+            model = BaseModel.objects.select_for_update().get(id=base_model_id, tenant_id=tenant_id)
+        except (BaseModel.DoesNotExist, ValueError, ValidationError):
+            raise NotFound("No such base model of yours.") from None
+        if TunedModel.objects.filter(base_model_id=model.id).exists():
+            raise Conflict("Fine-tuned models are built on this base model; it is kept.",
+                           details={"base_model": model.name})
+        prefix = model.artifact_prefix
+        audit_record(tenant_id=tenant_id, action="training.base_model_deleted", user=actor_user(by),
+                     api_key=actor_api_key(by), target=model, data={"name": model.name})
+        model.delete()
+    artifacts.prefix_delete(tenant_id=tenant_id, prefix=prefix)
