@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 
@@ -84,7 +85,8 @@ def main() -> None:
     print(f"  user {me['user']['email']} in organization {me['organization']['name']!r} as {me['role']}")
     created = browser.post(
         f"{base}/api/v1/api-keys",
-        json={"name": "demo integration", "scopes": ["platform:read", "platform:write", "organization:read"]},
+        json={"name": "demo integration", "scopes": ["platform:read", "platform:write", "organization:read",
+                                                      "datasets:read", "datasets:write", "training:read", "training:write"]},
         timeout=10,
     )
     if created.status_code != 201:
@@ -125,6 +127,48 @@ def main() -> None:
     browser.delete(f"{base}/api/v1/billing/quotas/{quota['id']}", timeout=10)
     if refused.status_code != 402:
         sys.exit("the quota did not refuse the job")
+
+    step("Vertical data: 200 support Q&A pairs as JSON Lines, validated row by row into a version")
+    topics = ["refund", "order", "delivery", "invoice", "password", "parcel", "warranty", "plan"]
+    lines = []
+    for number in range(200):
+        topic = topics[number % len(topics)]
+        lines.append(json.dumps({"prompt": f"Question about my {topic} number {number}?",
+                                 "response": f"Your {topic} {number} is handled. Thank you for asking about the {topic}."}))
+    lines.append('{"prompt": "a row with no response"}')  # rejected with its line number, not the file
+    dataset = api.post(f"{base}/api/v1/datasets", json={"name": f"support-{int(time.time())}", "modality": "instruction"},
+                       timeout=10).json()
+    version = api.post(f"{base}/api/v1/datasets/{dataset['id']}/uploads",
+                       files={"file": ("support.jsonl", "\n".join(lines).encode(), "application/jsonl")}, timeout=60).json()
+    if follow_job(api, base, version["job_id"])["state"] != "succeeded":
+        sys.exit("ingest failed")
+    version = api.get(f"{base}/api/v1/dataset-versions/{version['id']}", timeout=10).json()
+    rejected = version["report"]["rejected_samples"][0]
+    print(f"  version {version['number']}: {version['row_count']} rows; rejected line {rejected['line']}:"
+          f" {rejected['field']} {rejected['reason']}")
+
+    step("Fine-tune tiny-gpt2 with LoRA on it: a gpu-queue job with an estimate, live metrics, checkpoints")
+    created = api.post(f"{base}/api/v1/fine-tunes", json={
+        "base_model": "tiny-gpt2", "train_version": version["id"], "suffix": "support",
+        "hyperparameters": {"epochs": 2, "learning_rate": 0.001, "eval_every_steps": 10, "checkpoint_every_steps": 20},
+    }, timeout=30)
+    if created.status_code != 202:
+        sys.exit(f"fine-tune refused: {created.status_code} {created.text}")
+    finetune = created.json()
+    print(f"  estimate: {finetune['params']['estimate']['tokens']} tokens,"
+          f" {finetune['params']['estimate']['gpu_seconds']} GPU-seconds on {finetune['params']['estimate']['gpu_class']}")
+    done = follow_job(api, base, finetune["id"], timeout=300)
+    if done["state"] != "succeeded":
+        sys.exit(f"fine-tune failed: {done['error']}")
+    events = api.get(f"{base}/api/v1/fine-tunes/{finetune['id']}/events", timeout=10).json()["results"]
+    losses = [e["data"]["val_loss"] for e in events if e["kind"] == "metric" and "val_loss" in e["data"]]
+    checkpoints = api.get(f"{base}/api/v1/fine-tunes/{finetune['id']}/checkpoints", timeout=10).json()["results"]
+    print(f"  validation loss {losses[0]:.3f} -> {losses[-1]:.3f} over {done['result']['steps']} steps;"
+          f" checkpoints at steps {[c['step'] for c in checkpoints]}")
+    model = api.get(f"{base}/api/v1/models/{done['result']['model_id']}", timeout=10).json()
+    print(f"  registered {model['name']} ({model['method']}, {model['trainable_parameter_count']:,} trainable parameters)")
+    card = api.get(f"{base}/api/v1/models/{model['id']}/card", timeout=10).text
+    print("  model card: " + " | ".join(line for line in card.splitlines()[:4] if line))
 
     step("Store an artifact and fetch it back through a short-lived presigned URL")
     content = "question,answer\nWhere is my order?,It ships within two business days.\n".encode()

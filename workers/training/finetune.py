@@ -56,10 +56,8 @@ def split_rows(rows: list, *, fraction: float, seed: int) -> tuple[list, list]:
 class JobHooks:
     """The loop's hooks onto the job: events, progress, cancel checks and checkpoints in the store."""
 
-    def __init__(self, ctx, *, keep_checkpoints: int = 3):
+    def __init__(self, ctx):
         self.ctx = ctx
-        self.keep = keep_checkpoints
-        self.stored: list[str] = []
 
     def metrics(self, values: dict[str, Any]) -> None:
         self.ctx.metric(f"step {values['step']}", kind="train", **_json_safe(values))
@@ -76,7 +74,6 @@ class JobHooks:
                           summary=_json_safe(summary))
         # Committed with the job's resume state (and the compute since the last checkpoint).
         self.ctx.save_checkpoint({"step": step, "key": key})
-        self.stored.append(key)
 
     def progress(self, fraction: float, message: str) -> None:
         self.ctx.progress(fraction, message)
