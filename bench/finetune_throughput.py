@@ -41,7 +41,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +57,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lode.settings.dev")
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")
 
-from bench.harness import BenchError, log, run_cli  # noqa: E402
+from bench.harness import BenchError, child_env, child_result, log, run_cli  # noqa: E402
 
 TARGET_RATIO = 1.5
 VAL_LOSS_TOLERANCE = 0.01  # Lode's validation loss may exceed the baseline's by 1% (run-to-run noise)
@@ -517,22 +516,9 @@ def child_main(mode: str, spec_json: str) -> int:
 
 def child_run(mode: str, spec: dict, *, timeout: float) -> dict:
     """Runs one side in a fresh interpreter and returns what it printed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "platform"), env.get("PYTHONPATH", "")) if p)
-    if spec.get("threads"):
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(spec["threads"])
-    try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", mode, json.dumps(spec)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"the {mode} process ran past {timeout:.0f} s and was killed") from None
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            if done.returncode == 0:
-                return json.loads(line[len(RESULT_MARK):])
-            break
-    output = (done.stdout + done.stderr)[-4000:]
-    raise BenchError(f"the {mode} process failed (exit {done.returncode}):\n{output}")
+    threads = {"OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])} if spec.get("threads") else {}
+    return child_result(str(Path(__file__).resolve()), mode, spec, mark=RESULT_MARK, env=child_env(threads),
+                        timeout=timeout)
 
 
 # --- rounds and report -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 processes (infra/web.sh, infra/worker.sh) started in their own process groups and stopped with them."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -136,3 +137,28 @@ def run_cli(name: str, run, args, *, interrupted: str = "interrupted; processes 
         print(f"{name} benchmark failed: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmark's child interpreter: the checkout and platform/ on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "platform"), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def child_result(script: str, mode: str, spec: dict, *, mark: str, env: dict[str, str], timeout: float) -> dict:
+    """Runs `script --child mode SPEC` in a fresh interpreter (so its peak RSS is its own) and
+    returns the JSON it printed after `mark`; a failure or a timeout raises BenchError with its output."""
+    try:
+        done = subprocess.run([sys.executable, script, "--child", mode, json.dumps(spec)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"the {mode} process ran past {timeout:.0f} s and was killed") from None
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(mark):
+            if done.returncode == 0:
+                return json.loads(line[len(mark):])
+            break
+    output = (done.stdout + done.stderr)[-4000:]
+    raise BenchError(f"the {mode} process failed (exit {done.returncode}):\n{output}")

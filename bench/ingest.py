@@ -57,7 +57,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,7 +73,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lode.settings.dev")
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")
 
-from bench.harness import BenchError, log, migrate, run_cli  # noqa: E402
+from bench.harness import BenchError, child_env, child_result, log, migrate, run_cli  # noqa: E402
 
 TARGET_ROWS_PER_S = 50_000.0
 TARGET_RSS_BYTES = 1_000_000_000  # 1 GB
@@ -343,24 +342,11 @@ def child_main(mode: str, spec_json: str) -> int:
 
 def child_run(mode: str, spec: dict, *, timeout: float) -> dict:
     """Runs one phase in a fresh interpreter and returns what it printed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "platform"), env.get("PYTHONPATH", "")) if p)
     # As in production: with DEBUG on (the dev settings' default) Django keeps every statement's SQL
     # in connection.queries, megabytes per bulk_create of 5,000 rows, which would slow and swell
     # the baseline.
-    env["LODE_DEBUG"] = "false"
-    try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", mode, json.dumps(spec)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"the {mode} process ran past {timeout:.0f} s and was killed") from None
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            if done.returncode == 0:
-                return json.loads(line[len(RESULT_MARK):])
-            break
-    output = (done.stdout + done.stderr)[-4000:]
-    raise BenchError(f"the {mode} process failed (exit {done.returncode}):\n{output}")
+    return child_result(str(Path(__file__).resolve()), mode, spec, mark=RESULT_MARK,
+                        env=child_env({"LODE_DEBUG": "false"}), timeout=timeout)
 
 
 # --- set-up, checks and clean-up ----------------------------------------------------------------------------

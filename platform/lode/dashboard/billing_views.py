@@ -27,7 +27,7 @@ from lode.core.errors import LodeError, ValidationFailed
 from tenants.db_context import tenant_atomic
 
 from .forms import form_error_from
-from .views import TenantActionView, TenantPageView, _discard_writes, _ip
+from .views import TenantActionView, TenantFormPageView, _ip
 
 INVOICES_SHOWN = 120
 
@@ -222,24 +222,17 @@ def _price_groups(terms, currency: str) -> list[dict[str, Any]]:
 # --- Pages ----------------------------------------------------------------------------------------
 
 
-class BillingPageView(TenantPageView):
+class BillingPageView(TenantFormPageView):
     nav_active = "billing"
     read_permission = "billing:read"
     write_permission = "billing:write"
+    manage_permission = "billing:write"
     billing_tab = ""
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(billing_tab=self.billing_tab, can_manage=self.can("billing:write"))
         return context
-
-    def render_invalid(self, status: int, **forms_in_error: Any) -> HttpResponse:
-        """The page again with the forms that failed, and nothing the request wrote kept."""
-        response = self.render_to_response(self.get_context_data(**forms_in_error), status=status)
-        response.render()  # before the rollback mark: after it the transaction runs no queries
-        _discard_writes()
-        return response
-
 
 class BillingOverviewView(BillingPageView):
     """The current period, plan, credit, quotas and spend limits. Both forms post here, told

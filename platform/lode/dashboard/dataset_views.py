@@ -30,7 +30,7 @@ from lode.datasets.shards import shard_key
 from tenants.db_context import tenant_atomic
 
 from .forms import form_error_from
-from .views import TenantPageView, _discard_writes
+from .views import TenantFormPageView
 
 DATASETS_SHOWN = 200
 VERSIONS_SHOWN = 200
@@ -385,22 +385,11 @@ def shard_links(*, tenant_id: UUID | str, version) -> list[dict[str, str]]:
 # --- Pages ----------------------------------------------------------------------------------------
 
 
-class DatasetPageView(TenantPageView):
+class DatasetPageView(TenantFormPageView):
     nav_active = "datasets"
     read_permission = "datasets:read"
     write_permission = "datasets:write"
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        context["can_write"] = self.can("datasets:write")
-        return context
-
-    def render_invalid(self, status: int, **forms_in_error: Any) -> HttpResponse:
-        """The page again with the form that failed, and nothing the request wrote kept."""
-        response = self.render_to_response(self.get_context_data(**forms_in_error), status=status)
-        response.render()  # before the rollback mark: after it the transaction runs no queries
-        _discard_writes()
-        return response
+    manage_permission = "datasets:write"
 
 
 class DatasetListView(DatasetPageView):

@@ -28,7 +28,7 @@ from lode.training.hyperparameters import DEFAULTS, METHOD_DEFAULTS, METHODS, SP
 from tenants.db_context import tenant_atomic
 
 from .forms import form_error_from
-from .views import TenantActionView, TenantPageView, _discard_writes
+from .views import TenantActionView, TenantFormPageView
 
 FINETUNES_SHOWN = 200
 MODELS_SHOWN = 200
@@ -302,22 +302,11 @@ def _version_link(version, version_id: Any) -> dict[str, Any] | None:
 # --- Pages ----------------------------------------------------------------------------------------
 
 
-class TrainingPageView(TenantPageView):
+class TrainingPageView(TenantFormPageView):
     nav_active = "finetunes"
     read_permission = "training:read"
     write_permission = "training:write"
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        context["can_write"] = self.can("training:write")
-        return context
-
-    def render_invalid(self, status: int, **forms_in_error: Any) -> HttpResponse:
-        """The page again with the form that failed, and nothing the request wrote kept."""
-        response = self.render_to_response(self.get_context_data(**forms_in_error), status=status)
-        response.render()  # before the rollback mark: after it the transaction runs no queries
-        _discard_writes()
-        return response
+    manage_permission = "training:write"
 
 
 class FinetuneListView(TrainingPageView):

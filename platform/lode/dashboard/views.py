@@ -246,6 +246,26 @@ class TenantPageView(LoginRequiredMixin, TemplateView):
         return context
 
 
+class TenantFormPageView(TenantPageView):
+    """A page of an area with write controls: `can_write` (the member holds the area's
+    manage_permission, whether the controls post here or to another route) in the context, and
+    render_invalid() to answer a form that failed."""
+
+    manage_permission: str = ""
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["can_write"] = bool(self.manage_permission) and self.can(self.manage_permission)
+        return context
+
+    def render_invalid(self, status: int, **forms_in_error: Any) -> HttpResponse:
+        """The page again with the forms that failed, and nothing the request wrote kept."""
+        response = self.render_to_response(self.get_context_data(**forms_in_error), status=status)
+        response.render()  # before the rollback mark: after it the transaction runs no queries
+        _discard_writes()
+        return response
+
+
 class TenantActionView(TenantPageView):
     """A POST-only action on one row (revoke, remove, change a role): calls one service, then
     redirects back to its page with a message saying what happened or why it did not."""
