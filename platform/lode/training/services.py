@@ -74,7 +74,7 @@ def base_model_register(
     }
     # Validate before uploading, so a bad name never becomes a stray S3 prefix.
     try:
-        BaseModel(name=name, **fields).full_clean(validate_unique=False)
+        BaseModel(name=name, **fields).full_clean(validate_unique=False, validate_constraints=False)
     except ValidationError as exc:
         raise _validation_failed(exc) from None
 
