@@ -1,0 +1,1 @@
+"""Generation inside GPU workers: the batching text engine (more to come: images, the serving loop)."""
