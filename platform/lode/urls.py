@@ -19,6 +19,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
     path("api/v1/", include(api_v1)),
+    path("v1/", include("lode.generation.openai_urls")),  # the OpenAI-compatible API
     path("admin/", admin.site.urls),
     path("", include("lode.dashboard.urls")),
 ]

@@ -66,6 +66,10 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/schema": "the OpenAPI description; the same for everyone",
     "api/v1/docs": "the API documentation page; the same for everyone",
     "api/v1/job-kinds": "the platform's catalogue of job kinds; the same for every tenant",
+    "v1/chat/completions": "POST only; the model it names is looked up in the caller's tenant (another tenant's "
+                           "model is a 404: tests/generation/test_openai_chat.py)",
+    "v1/completions": "POST only; the model it names is looked up in the caller's tenant (another tenant's model is "
+                      "a 404: tests/generation/test_openai_chat.py)",
     "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",
     "api/v1/billing/estimate": "prices usage for the caller's own organization; names no object (POST only)",
     "api/v1/billing/stripe/webhook": "Stripe's calls, proven by signature, not by a tenant; tested in tests/billing/test_stripe.py",
@@ -272,6 +276,11 @@ def world(make_tenant, test_clients) -> World:
         "version_id": str(dataset_version.id),
         "model_id": str(tuned_model.id),
         "base_model_id": str(own_base.id),
+        # The OpenAI-compatible API (/v1/) names the same objects its own way.
+        "file_id": f"file-{dataset_version.id.hex}",
+        "fine_tuning_job_id": f"ftjob-{finetune.id.hex}",
+        "model": tuned_model.name,
+        "unknown_route": "no-such-route",  # /v1/'s catch-all: a 404 for A's path as for any other
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
     # A quota's id is a small integer that any page may show by chance: not a marker of A's data.

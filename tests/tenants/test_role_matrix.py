@@ -40,6 +40,7 @@ NO_AREA: dict[str, str] = {
     "api/v1/billing/stripe/webhook": "Stripe's calls: no session or key; the signature over the body decides",
     "api/v1/schema": "the OpenAPI description",
     "api/v1/docs": "the API documentation page",
+    "v1/<path:unknown_route>": "the OpenAI-compatible API's 404 for paths that are no route; reads nothing",
 }
 # Dashboard routes that are not pages of an organization, with the reason they declare nothing.
 DASHBOARD_OPEN: dict[str, str] = {
@@ -189,7 +190,10 @@ def _judge(response, needed: str, allowed: bool) -> str | None:
     if response.get("Content-Type", "").startswith("application/json"):
         error = response.json().get("error", {})
         named = f"Missing permission {needed}" in error.get("message", "")
-        if not named or error.get("details", {}).get("required") != needed:
+        if "type" in error:  # OpenAI's error shape (/v1/): no details; the message and code say it
+            if not named or error.get("code") != "permission_denied":
+                return f"403 without naming {needed}: {error}"
+        elif not named or error.get("details", {}).get("required") != needed:
             return f"403 without naming {needed}: {error}"
     elif needed not in response.content.decode(errors="replace"):
         return f"403 page without naming {needed}"

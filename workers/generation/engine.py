@@ -68,6 +68,7 @@ class Request:
     id: int = 0
     # What the engine fills in:
     output_ids: list[int] = field(default_factory=list)
+    generated: int = 0  # tokens sampled, the end-of-sequence token included
     text: str = ""
     finish_reason: str | None = None
     error: str | None = None
@@ -296,6 +297,7 @@ class TextEngine:
             if request.first_token_at is None:
                 request.first_token_at = now
             self.stats.tokens += 1
+            request.generated += 1
             if token in self.eos:
                 self._flush_text(request, final=True)
                 self._finish(request, "stop")

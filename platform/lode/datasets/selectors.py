@@ -32,6 +32,12 @@ def version_get(*, tenant_id: UUID | str, version_id: UUID | str) -> DatasetVers
             raise NotFound("No such version.") from None
 
 
+def version_list(*, tenant_id: UUID | str) -> QuerySet[DatasetVersion]:
+    """Every version of the tenant's datasets, newest first, with its dataset and upload."""
+    return (DatasetVersion.objects.filter(tenant_id=tenant_id).select_related("dataset", "upload")
+            .order_by("-created_at", "-id"))
+
+
 def version_lineage(*, tenant_id: UUID | str, version_id: UUID | str) -> list[DatasetVersion]:
     """The version, its parent, and so on back to the upload it came from."""
     chain = []

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.db.models import Max
 from django.utils import timezone
 
@@ -313,3 +314,49 @@ def version_build_fail(*, tenant_id: UUID | str, version_id: UUID | str, error: 
         )
         if version.upload_id:
             Upload.objects.filter(id=version.upload_id).update(status=Upload.Status.FAILED, error=error[:2000])
+
+
+def version_delete(*, tenant_id: UUID | str, version_id: UUID | str, by: Any = None) -> None:
+    """Removes a version for good: its row, the upload it was ingested from, and the dataset when
+    no other version is left; its objects go once that is committed. Refused (409) while it is
+    building, has derived versions, or something else keeps a protected reference to it (a
+    fine-tuned model trained on it)."""
+    with tenant_atomic(tenant_id):
+        try:
+            version = DatasetVersion.objects.select_for_update(of=("self",)).select_related("upload").get(id=version_id)
+        except (DatasetVersion.DoesNotExist, ValueError):
+            raise NotFound("No such version.") from None
+        if version.status == DatasetVersion.Status.BUILDING:
+            raise Conflict("The version is still building; delete it once it is ready or failed.",
+                           details={"status": version.status})
+        if DatasetVersion.objects.filter(parent_id=version.id).exists():
+            raise Conflict("Other versions were derived from this one; it is kept.", details={"version": str(version.id)})
+        dataset = Dataset.objects.select_for_update().get(id=version.dataset_id)
+        upload = version.upload
+        keys = [upload.key] if upload is not None else []
+        prefixes = (version.prefix, version.images_prefix)
+        dataset_removed = not DatasetVersion.objects.filter(dataset_id=dataset.id).exclude(id=version.id).exists()
+        # Recorded first: a deleted row no longer has its id.
+        audit_record(tenant_id=tenant_id, action="datasets.version_deleted", user=actor_user(by), api_key=actor_api_key(by),
+                     target=version, data={"dataset": str(dataset.id), "number": version.number,
+                                           "dataset_removed": dataset_removed})
+        try:
+            with transaction.atomic():
+                version.delete()
+                if upload is not None and not DatasetVersion.objects.filter(upload_id=upload.id).exists():
+                    upload.delete()
+                if dataset_removed:
+                    dataset.delete()
+        except ProtectedError:
+            raise Conflict("A fine-tuned model was trained on this version; it is kept.",
+                           details={"version": str(version_id)}) from None
+
+    def remove_objects() -> None:
+        from .shards import version_delete_objects
+
+        version_delete_objects(tenant_id=tenant_id, prefix=prefixes[0], images_prefix=prefixes[1])
+        for key in keys:
+            artifacts.object_delete(tenant_id=tenant_id, key=key)
+
+    # After the commit: a rolled-back delete must still find its objects.
+    transaction.on_commit(remove_objects)

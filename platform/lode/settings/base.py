@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "lode.training",
     "lode.billing",
     "lode.datasets",
+    "lode.generation",
     "lode.dashboard",
 ]
 
@@ -286,9 +287,13 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Datasets -------------------------------------------------------------------------------------
 DATASET_UPLOAD_MAX_BYTES = env_int("LODE_DATASET_UPLOAD_MAX_BYTES", 2 * 1024**3)
+# How long a generation request waits for the generation server (workers/generation/server.py).
+GENERATION_TIMEOUT_SECONDS = env_int("LODE_GENERATION_TIMEOUT_SECONDS", 120)
 # A tenant's own base model (a zip of a Hugging Face-format folder), uncompressed.
 MODEL_UPLOAD_MAX_BYTES = env_int("LODE_MODEL_UPLOAD_MAX_BYTES", 20 * 1024**3)
 DATASET_MAX_ROW_BYTES = env_int("LODE_DATASET_MAX_ROW_BYTES", 1024 * 1024)
+# How long POST /v1/fine_tuning/jobs waits for a file that is still being ingested.
+OPENAI_FILE_WAIT_SECONDS = env_int("LODE_OPENAI_FILE_WAIT_SECONDS", 30)
 
 # --- Billing ----------------------------------------------------------------------------------------
 # New organizations start on this plan (plans are seeded by lode/billing/migrations).

@@ -1,0 +1,212 @@
+"""Text generation for a tenant: resolve the model (a fine-tuned model of the tenant, served as an
+adapter on its base or whole; a catalog or uploaded base model), check the sampling parameters,
+pass the prompt through the safety hook, admit the estimated tokens against the tenant's quotas
+(402), run it on the generation server, pass the output through the safety hook, and meter the
+tokens it really used through billing's one metering call."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from lode.core.errors import NotFound, ValidationFailed
+
+from .engine_client import engine_request
+
+MAX_TOKENS_LIMIT = 4096
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class Verdict:
+    allowed: bool = True
+    flagged: bool = False
+    categories: dict[str, float] = field(default_factory=dict)
+    policy_version: int | None = None
+
+
+# The safety capability registers its check here (kind "prompt" or "output"); until it does, every
+# text passes.
+SAFETY_HOOKS: list[Callable[..., Verdict]] = []
+
+
+def safety_review(*, tenant_id: UUID | str, kind: str, text: str) -> Verdict:
+    for hook in SAFETY_HOOKS:
+        verdict = hook(tenant_id=tenant_id, kind=kind, text=text)
+        if not verdict.allowed or verdict.flagged:
+            return verdict
+    return Verdict()
+
+
+def size_class(parameter_count: int) -> str:
+    """Billing's model size classes by parameter count."""
+    if parameter_count <= 1_000_000_000:
+        return "tiny"
+    if parameter_count <= 8_000_000_000:
+        return "small"
+    if parameter_count <= 40_000_000_000:
+        return "medium"
+    return "large"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    base: dict[str, Any]
+    adapter: dict[str, Any] | None
+    parameter_count: int
+    owned_by: str
+
+
+def served_model_resolve(*, tenant_id: UUID | str, name: Any) -> ServedModel:
+    """The text model a request names: the tenant's fine-tuned model, else a base model it may use."""
+    from lode.training.selectors import base_model_get, tuned_model_get
+
+    if not isinstance(name, str) or not name:
+        raise ValidationFailed("model: the name of a model", details={"field": "model"})
+    try:
+        tuned = tuned_model_get(tenant_id=tenant_id, name=name)
+    except NotFound:
+        tuned = None
+    if tuned is not None:
+        if tuned.task_type != "causal_lm":
+            raise ValidationFailed(f"model: {name} is a {tuned.task_type} model, not a text generation model",
+                                   details={"field": "model"})
+        base = tuned.base_model
+        if tuned.is_adapter:
+            return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
+                               adapter={"id": str(tuned.id), "prefix": tuned.artifact_prefix, "manifest": tuned.manifest},
+                               parameter_count=base.parameter_count, owned_by="tenant")
+        return ServedModel(name=name, base=_stored(tuned.name, str(tenant_id), tuned.artifact_prefix, tuned.manifest),
+                           adapter=None, parameter_count=base.parameter_count, owned_by="tenant")
+    try:
+        base = base_model_get(name=name, tenant_id=tenant_id)
+    except NotFound:
+        raise NotFound(f"model: no model named {name!r}", details={"field": "model"}) from None
+    if base.task_type != "causal_lm":
+        raise ValidationFailed(f"model: {name} is a {base.task_type} model, not a text generation model",
+                               details={"field": "model"})
+    return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
+                       adapter=None, parameter_count=base.parameter_count,
+                       owned_by="tenant" if base.tenant_id else "lode")
+
+
+def _stored(name: str, tenant_id: Any, prefix: str, manifest: dict) -> dict[str, Any]:
+    return {"name": name, "tenant_id": str(tenant_id) if tenant_id else None, "prefix": prefix, "manifest": manifest}
+
+
+def _number(params: dict, key: str, low: float, high: float, default: float, *, integer: bool = False,
+            low_open: bool = False) -> float | int:
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ValidationFailed(f"{key}: {'an integer' if integer else 'a number'}", details={"field": key})
+    if value < low or (low_open and value == low) or value > high:
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise ValidationFailed(f"{key}: {bound} and at most {high:g}", details={"field": key})
+    return value
+
+
+def sampling_params_check(params: dict[str, Any]) -> dict[str, Any]:
+    stop = params.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or len(stop) > 4
+                             or not all(isinstance(item, str) and item for item in stop)):
+        raise ValidationFailed("stop: a string or a list of up to 4 strings", details={"field": "stop"})
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValidationFailed("seed: an integer", details={"field": "seed"})
+    return {
+        "max_tokens": _number(params, "max_tokens", 1, MAX_TOKENS_LIMIT, 64, integer=True),
+        "temperature": _number(params, "temperature", 0, 2, 1.0),
+        "top_p": _number(params, "top_p", 0, 1, 1.0, low_open=True),
+        "top_k": _number(params, "top_k", 0, 100_000, 0, integer=True),
+        "repetition_penalty": _number(params, "repetition_penalty", 0, 10, 1.0, low_open=True),
+        "stop": stop or [],
+        "seed": seed,
+    }
+
+
+@dataclass
+class Completion:
+    id: str
+    model: ServedModel
+    events: Iterator[dict[str, Any]]
+    prompt_verdict: Verdict
+
+
+def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None = None, prompt: str | None = None,
+                     params: dict[str, Any] | None = None) -> Completion:
+    """Checks everything and admits the request; its events come as the server produces them
+    (iterating them meters the usage at the end)."""
+    from lode.billing.services import UsageEstimate, usage_admit
+
+    served = served_model_resolve(tenant_id=tenant_id, name=model)
+    clean = sampling_params_check(params or {})
+    if messages is not None:
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+                for m in messages):
+            raise ValidationFailed("messages: a non-empty list of {role: system|user|assistant, content: text}",
+                                   details={"field": "messages"})
+        text = "\n".join(message["content"] for message in messages)
+        payload_input: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+    else:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValidationFailed("prompt: the text to continue", details={"field": "prompt"})
+        text = prompt
+        payload_input = {"prompt": prompt}
+    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=text)
+    if not verdict.allowed:
+        raise ValidationFailed("prompt: refused by the organization's safety policy",
+                               details={"field": "prompt", "categories": verdict.categories})
+    size = size_class(served.parameter_count)
+    usage_admit(tenant_id=tenant_id, estimate=[
+        UsageEstimate(meter="input_tokens", dimension=size, quantity=Decimal(max(len(text) // CHARS_PER_TOKEN, 1))),
+        UsageEstimate(meter="output_tokens", dimension=size, quantity=Decimal(clean["max_tokens"])),
+    ])
+    completion_id = uuid.uuid4().hex
+    payload = {"tenant_id": str(tenant_id), "base": served.base, "adapter": served.adapter, "params": clean,
+               **payload_input}
+    return Completion(id=completion_id, model=served, prompt_verdict=verdict,
+                      events=_metered(tenant_id, completion_id, size, engine_request(payload)))
+
+
+def _metered(tenant_id, completion_id: str, size: str, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    from lode.billing.services import UsageInput, usage_record
+
+    for event in events:
+        if event.get("done"):
+            usage = event.get("usage") or {}
+            usage_record(tenant_id=tenant_id, events=[
+                UsageInput(meter=meter, dimension=size, quantity=quantity, idempotency_key=f"generation:{completion_id}:{part}",
+                           source_type="request", source_id=completion_id)
+                for meter, part, quantity in (("input_tokens", "input", usage.get("prompt_tokens", 0)),
+                                              ("output_tokens", "output", usage.get("completion_tokens", 0)))
+                if quantity  # a request that failed before generating used nothing
+            ])
+        yield event
+
+
+def completion_text(completion: Completion, *, tenant_id: UUID | str) -> dict[str, Any]:
+    """Runs a completion to its end: the whole text, why it ended, usage, and the output's verdict
+    (a blocked output is never returned)."""
+    pieces, done = [], {}
+    for event in completion.events:
+        if event.get("done"):
+            done = event
+        else:
+            pieces.append(event["delta"])
+    if done.get("finish_reason") == "error":
+        raise ValidationFailed(f"generation: {done.get('error')}", details={"field": "prompt"})
+    text = "".join(pieces)
+    verdict = safety_review(tenant_id=tenant_id, kind="output", text=text)
+    if not verdict.allowed:
+        text = ""
+    return {"text": text, "finish_reason": done.get("finish_reason") if verdict.allowed else "content_filter",
+            "usage": done.get("usage") or {}, "verdict": verdict}

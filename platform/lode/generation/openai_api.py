@@ -1,0 +1,316 @@
+"""The OpenAI-compatible API under /v1/: files, fine-tuning jobs (events, checkpoints, cancel) and
+models, so the official `openai` client works against Lode by changing its base_url. Lode API keys
+authenticate (`Authorization: Bearer lode_sk_…`, what the client sends); every error is in
+OpenAI's shape (openai_errors.py). Thin views: input → one service or selector → OpenAI's shape."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from lode.core.errors import PayloadTooLarge, ValidationFailed
+from tenants.context import current_access
+from tenants.scoping import TenantScopedMixin
+
+from . import selectors, services
+from .openai_errors import openai_exception_handler
+from .openai_serializers import (
+    FileCreateInput,
+    FineTuningJobCreateInput,
+    file_deleted,
+    file_object,
+    fine_tuning_checkpoint_object,
+    fine_tuning_event_object,
+    fine_tuning_job_object,
+    list_body,
+    list_params,
+)
+
+
+def _actor(request):
+    access = current_access(request)
+    return access.api_key or access.user
+
+
+class JsonAlways(DefaultContentNegotiation):
+    """Answers JSON whatever the Accept header says: the client asks for file content with
+    `Accept: application/binary`, which no renderer of ours names (content is streamed raw)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class OpenAIApiView(TenantScopedMixin, APIView):
+    """Tenant-scoped (the selectors take the request's tenant), errors in OpenAI's shape."""
+
+    pagination_class = None
+    content_negotiation_class = JsonAlways
+
+    def get_exception_handler(self):
+        return openai_exception_handler
+
+
+# --- Files ----------------------------------------------------------------------------------------
+
+
+class FileListCreateApi(OpenAIApiView):
+    required_area = "datasets"
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        after, limit = list_params(request.query_params, default_limit=10000, max_limit=10000)
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ValidationFailed("order: asc or desc", details={"field": "order"})
+        versions, has_more = selectors.openai_file_list(tenant_id=self.tenant.id, after=after, limit=limit, order=order,
+                                                        purpose=request.query_params.get("purpose"))
+        return Response(list_body([file_object(version) for version in versions], has_more=has_more))
+
+    @extend_schema(exclude=True)
+    def post(self, request):
+        limit = settings.DATASET_UPLOAD_MAX_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            raise PayloadTooLarge(f"file: larger than the {limit} byte limit", details={"field": "file", "limit_bytes": limit})
+        data = FileCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.openai_file_create(tenant_id=self.tenant.id, by=_actor(request), **data.validated_data)
+        return Response(file_object(version), status=status.HTTP_200_OK)
+
+
+class FileDetailApi(OpenAIApiView):
+    required_area = "datasets"
+
+    @extend_schema(exclude=True)
+    def get(self, request, file_id):
+        return Response(file_object(selectors.openai_file_get(tenant_id=self.tenant.id, file_id=file_id)))
+
+    @extend_schema(exclude=True)
+    def delete(self, request, file_id):
+        services.openai_file_delete(tenant_id=self.tenant.id, by=_actor(request), file_id=file_id)
+        return Response(file_deleted(file_id))
+
+
+class FileContentApi(OpenAIApiView):
+    required_area = "datasets"
+
+    @extend_schema(exclude=True)
+    def get(self, request, file_id):
+        chunks, content_type = selectors.openai_file_content(tenant_id=self.tenant.id, file_id=file_id)
+        return StreamingHttpResponse(chunks, content_type=content_type)
+
+
+# --- Fine-tuning jobs -----------------------------------------------------------------------------
+
+
+class FineTuningJobListCreateApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        after, limit = list_params(request.query_params, default_limit=20, max_limit=100)
+        jobs, has_more = selectors.openai_finetune_list(tenant_id=self.tenant.id, after=after, limit=limit)
+        return Response(list_body([fine_tuning_job_object(job) for job in jobs], has_more=has_more))
+
+    @extend_schema(exclude=True)
+    def post(self, request):
+        data = FineTuningJobCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        job = services.openai_finetune_create(
+            tenant_id=self.tenant.id, by=_actor(request), model=values["model"], training_file=values["training_file"],
+            validation_file=values.get("validation_file") or None, hyperparameters=values.get("hyperparameters"),
+            method=values.get("method"), suffix=values.get("suffix"), seed=values.get("seed"),
+        )
+        return Response(fine_tuning_job_object(job), status=status.HTTP_200_OK)
+
+
+class FineTuningJobDetailApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request, fine_tuning_job_id):
+        job = selectors.openai_finetune_get(tenant_id=self.tenant.id, fine_tuning_job_id=fine_tuning_job_id)
+        return Response(fine_tuning_job_object(job))
+
+
+class FineTuningJobCancelApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def post(self, request, fine_tuning_job_id):
+        job = services.openai_finetune_cancel(tenant_id=self.tenant.id, by=_actor(request),
+                                              fine_tuning_job_id=fine_tuning_job_id)
+        return Response(fine_tuning_job_object(job))
+
+
+class FineTuningJobEventListApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request, fine_tuning_job_id):
+        after, limit = list_params(request.query_params, default_limit=20, max_limit=1000)
+        events, has_more = selectors.openai_finetune_events(tenant_id=self.tenant.id, fine_tuning_job_id=fine_tuning_job_id,
+                                                            after=after, limit=limit)
+        return Response(list_body([fine_tuning_event_object(event) for event in events], has_more=has_more))
+
+
+class FineTuningJobCheckpointListApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request, fine_tuning_job_id):
+        after, limit = list_params(request.query_params, default_limit=10, max_limit=100)
+        job, checkpoints, has_more, train, evaluation = selectors.openai_finetune_checkpoints(
+            tenant_id=self.tenant.id, fine_tuning_job_id=fine_tuning_job_id, after=after, limit=limit)
+        model_name = (job.result or {}).get("model")
+        data = [fine_tuning_checkpoint_object(
+                    checkpoint, job_id=job.id, model_name=model_name,
+                    train=selectors.last_at_or_before(train, checkpoint.step),
+                    evaluation=selectors.last_at_or_before(evaluation, checkpoint.step))
+                for checkpoint in checkpoints]
+        return Response(list_body(data, has_more=has_more))
+
+
+# --- Models ---------------------------------------------------------------------------------------
+
+
+class ModelListApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        return Response(list_body(selectors.openai_model_list(tenant=self.tenant)))
+
+
+class ModelDetailApi(OpenAIApiView):
+    required_area = "training"
+
+    @extend_schema(exclude=True)
+    def get(self, request, model):
+        return Response(selectors.openai_model_get(tenant=self.tenant, name=model))
+
+
+# --- Chat completions and completions -------------------------------------------------------------
+
+
+def _sampling(body: dict) -> dict:
+    """OpenAI's sampling fields (and top_k, repetition_penalty beside them) for the engine."""
+    if body.get("n") not in (None, 1):
+        raise ValidationFailed("n: only 1 choice per request", details={"field": "n"})
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    params = {key: body[key] for key in ("temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed")
+              if body.get(key) is not None}
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    return params
+
+
+def _usage(usage: dict) -> dict:
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(event: dict) -> str:
+    return {"stop": "stop", "length": "length"}.get(event.get("finish_reason"), "stop")
+
+
+class _CompletionApi(OpenAIApiView):
+    """POST: one completion of the named model (the tenant's fine-tune or a base model), whole or
+    streamed as server-sent events (`stream: true`, ended by `data: [DONE]`)."""
+
+    required_area = "generation"
+    chat = True
+
+    def post(self, request):
+        from django.utils import timezone
+
+        from .completions import SAFETY_HOOKS, completion_start, completion_text, safety_review
+
+        body = request.data if isinstance(request.data, dict) else {}
+        if self.chat:
+            inputs = {"messages": body.get("messages")}
+            if inputs["messages"] is None:
+                raise ValidationFailed("messages: required", details={"field": "messages"})
+        else:
+            prompt = body.get("prompt")
+            inputs = {"prompt": prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt}
+        tenant_id = self.tenant.id
+        run = completion_start(tenant_id=tenant_id, model=body.get("model"), params=_sampling(body), **inputs)
+        created = int(timezone.now().timestamp())
+        prefix, kind = ("chatcmpl-", "chat.completion") if self.chat else ("cmpl-", "text_completion")
+        head = {"id": prefix + run.id, "created": created, "model": run.model.name}
+        if not body.get("stream"):
+            result = completion_text(run, tenant_id=tenant_id)
+            finish = "content_filter" if result["finish_reason"] == "content_filter" else _finish(result)
+            choice = ({"index": 0, "message": {"role": "assistant", "content": result["text"]}, "finish_reason": finish,
+                       "logprobs": None} if self.chat else
+                      {"index": 0, "text": result["text"], "finish_reason": finish, "logprobs": None})
+            return Response({**head, "object": kind, "choices": [choice], "usage": _usage(result["usage"]),
+                             "system_fingerprint": None})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunk_kind = "chat.completion.chunk" if self.chat else "text_completion"
+
+        def chunk(delta: str | None, finish: str | None, *, first: bool = False) -> bytes:
+            if self.chat:
+                content = {"role": "assistant", "content": ""} if first else ({"content": delta} if delta else {})
+                choice = {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+            return _sse({**head, "object": chunk_kind, "choices": [choice]})
+
+        def stream():
+            # With a safety check registered, text is held until the output's verdict (a blocked
+            # output is never sent); without one it streams as it is produced.
+            hold = bool(SAFETY_HOOKS)
+            if self.chat:
+                yield chunk(None, None, first=True)
+            pieces, done = [], {}
+            for event in run.events:
+                if event.get("done"):
+                    done = event
+                    break
+                pieces.append(event["delta"])
+                if not hold:
+                    yield chunk(event["delta"], None)
+            verdict = safety_review(tenant_id=tenant_id, kind="output", text="".join(pieces))
+            if hold and verdict.allowed:
+                yield chunk("".join(pieces), None)
+            if done.get("finish_reason") == "error":
+                yield _sse({"error": {"message": f"generation: {done.get('error')}", "type": "server_error",
+                                      "param": None, "code": "generation_failed"}})
+            else:
+                yield chunk(None, _finish(done) if verdict.allowed else "content_filter")
+                if include_usage:
+                    yield _sse({**head, "object": chunk_kind, "choices": [], "usage": _usage(done.get("usage") or {})})
+            yield b"data: [DONE]\n\n"
+
+        response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+def _sse(payload: dict) -> bytes:
+    import json
+
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+class ChatCompletionApi(_CompletionApi):
+    chat = True
+
+    @extend_schema(exclude=True)
+    def post(self, request):
+        return super().post(request)
+
+
+class CompletionApi(_CompletionApi):
+    chat = False
+
+    @extend_schema(exclude=True)
+    def post(self, request):
+        return super().post(request)
