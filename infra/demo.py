@@ -86,7 +86,8 @@ def main() -> None:
     created = browser.post(
         f"{base}/api/v1/api-keys",
         json={"name": "demo integration", "scopes": ["platform:read", "platform:write", "organization:read",
-                                                      "datasets:read", "datasets:write", "training:read", "training:write"]},
+                                                      "datasets:read", "datasets:write", "training:read", "training:write",
+                                                      "generation:read", "generation:write"]},
         timeout=10,
     )
     if created.status_code != 201:
@@ -150,7 +151,7 @@ def main() -> None:
     step("Fine-tune tiny-gpt2 with LoRA on it: a gpu-queue job with an estimate, live metrics, checkpoints")
     created = api.post(f"{base}/api/v1/fine-tunes", json={
         "base_model": "tiny-gpt2", "train_version": version["id"], "suffix": "support",
-        "hyperparameters": {"epochs": 2, "learning_rate": 0.001, "eval_every_steps": 10, "checkpoint_every_steps": 20},
+        "hyperparameters": {"epochs": 6, "learning_rate": 0.003, "eval_every_steps": 20, "checkpoint_every_steps": 50},
     }, timeout=30)
     if created.status_code != 202:
         sys.exit(f"fine-tune refused: {created.status_code} {created.text}")
@@ -169,6 +170,23 @@ def main() -> None:
     print(f"  registered {model['name']} ({model['method']}, {model['trainable_parameter_count']:,} trainable parameters)")
     card = api.get(f"{base}/api/v1/models/{model['id']}/card", timeout=10).text
     print("  model card: " + " | ".join(line for line in card.splitlines()[:4] if line))
+
+    step("Chat with the fine-tuned model through the OpenAI-compatible API (/v1), whole and streamed")
+    chat = {"model": model["name"], "max_tokens": 24, "temperature": 0,
+            "messages": [{"role": "user", "content": "Question about my refund number 42?"}]}
+    answer = api.post(f"{base}/v1/chat/completions", json=chat, timeout=180)
+    if answer.status_code != 200:
+        sys.exit(f"chat failed: {answer.status_code} {answer.text}")
+    reply = answer.json()
+    print(f"  {reply['model']}: {reply['choices'][0]['message']['content']!r}"
+          f" ({reply['usage']['prompt_tokens']} prompt + {reply['usage']['completion_tokens']} completion tokens)")
+    pieces = []
+    with api.post(f"{base}/v1/chat/completions", json={**chat, "stream": True}, stream=True, timeout=180) as streamed:
+        for line in streamed.iter_lines():
+            if line.startswith(b"data: {"):
+                chunk = json.loads(line[6:])
+                pieces += [choice["delta"].get("content") or "" for choice in chunk.get("choices", [])]
+    print(f"  streamed in {len([p for p in pieces if p])} pieces: {''.join(pieces)!r}")
 
     step("Store an artifact and fetch it back through a short-lived presigned URL")
     content = "question,answer\nWhere is my order?,It ships within two business days.\n".encode()

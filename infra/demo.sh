@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the platform (web, a cpu worker, a gpu worker, beat), runs the demo scenario through the
+# Starts the platform (web, a cpu worker, a gpu worker, the generation server, beat), runs the demo scenario through the
 # public API, prints the dashboard URL and keeps serving until Ctrl-C.
 # LODE_DEMO_EXIT=1 stops everything once the scenario has run (used to check the demo itself).
 set -euo pipefail
@@ -25,6 +25,7 @@ start() {
 start web bash infra/web.sh
 start worker-cpu bash infra/worker.sh cpu
 start worker-gpu bash infra/worker.sh gpu
+start generation bash infra/worker.sh generation
 start beat bash infra/worker.sh beat
 echo "Platform starting (logs in $logs)"
 
