@@ -3,13 +3,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source infra/env.sh &&
 
-.PHONY: help setup setup-browser up down status migrate models bootstrap demo test test-fast web worker-cpu worker-gpu beat bench lint-imports
+.PHONY: help setup setup-browser up down status migrate models bootstrap demo test test-fast web worker-cpu worker-gpu generation beat bench lint-imports
 
 help:
 	@echo "make demo   set everything up, start the platform and run the end-to-end demo"
 	@echo "make test   set everything up and run the whole test suite"
 	@echo "make up / make down / make status   the local services alone (PostgreSQL, Redis, S3)"
-	@echo "make web / worker-cpu / worker-gpu / beat   run one process in the foreground"
+	@echo "make web / worker-cpu / worker-gpu / generation / beat   run one process in the foreground"
 
 setup:
 	@bash infra/setup.sh
@@ -48,6 +48,9 @@ worker-cpu: bootstrap
 
 worker-gpu: bootstrap
 	@bash infra/worker.sh gpu
+
+generation: bootstrap
+	@bash infra/worker.sh generation
 
 beat: bootstrap
 	@bash infra/worker.sh beat
