@@ -188,6 +188,14 @@ def main() -> None:
                 pieces += [choice["delta"].get("content") or "" for choice in chunk.get("choices", [])]
     print(f"  streamed in {len([p for p in pieces if p])} pieces: {''.join(pieces)!r}")
 
+    step("An image from the tiny diffusion model (/v1/images/generations), fetched through a presigned URL")
+    drawn = api.post(f"{base}/v1/images/generations", json={"model": "tiny-sd", "prompt": "a parcel on a doorstep",
+                                                             "size": "64x64", "steps": 4, "seed": 7}, timeout=180)
+    if drawn.status_code != 200:
+        sys.exit(f"image generation failed: {drawn.status_code} {drawn.text}")
+    png = requests.get(drawn.json()["data"][0]["url"], timeout=30).content
+    print(f"  {len(png)} bytes of PNG ({png[:4]!r}), random weights: the tiny model draws noise")
+
     step("Store an artifact and fetch it back through a short-lived presigned URL")
     content = "question,answer\nWhere is my order?,It ships within two business days.\n".encode()
     artifact = api.post(f"{base}/api/v1/artifacts", files={"file": ("faq.csv", content, "text/csv")}, timeout=30).json()

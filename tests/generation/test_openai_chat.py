@@ -64,3 +64,40 @@ def test_bad_requests_get_openai_errors_naming_the_parameter(live_server, make_t
             client.chat.completions.create(**arguments)
         body = raised.value.response.json()["error"]
         assert body["param"] == param and body["message"], (arguments, body)
+
+
+def test_images_generate_on_the_tiny_diffusion_model_as_base64_and_presigned_urls(
+        live_server, generation_server, make_tenant, base_models):
+    import base64
+    import io
+
+    import requests
+    from PIL import Image
+
+    from lode.billing.models import UsageEvent
+    from tests.conftest import system
+
+    base_models("tiny-sd", "tiny-gpt2")
+    tenant = make_tenant()
+    client = _client(live_server, tenant.user)
+
+    inline = client.images.generate(model="tiny-sd", prompt="a red swatch", size="64x64", n=2,
+                                    response_format="b64_json", extra_body={"steps": 2, "seed": 1})
+    linked = client.images.generate(model="tiny-sd", prompt="a red swatch", size="64x64",
+                                    extra_body={"steps": 2, "seed": 1})
+
+    pictures = [Image.open(io.BytesIO(base64.b64decode(item.b64_json))) for item in inline.data]
+    assert [picture.size for picture in pictures] == [(64, 64), (64, 64)]
+    fetched = requests.get(linked.data[0].url, timeout=30)
+    assert fetched.status_code == 200 and Image.open(io.BytesIO(fetched.content)).size == (64, 64)
+    assert "X-Amz-Expires" in linked.data[0].url  # a short-lived presigned URL
+    drawn = sum(event.quantity for event in system(UsageEvent).filter(tenant_id=tenant.organization.id, meter="images"))
+    assert drawn == 3
+
+    for arguments, param in ((dict(model="tiny-sd", prompt="x", size="2048x2048"), "size"),
+                             (dict(model="tiny-sd", prompt="x", size="63x64"), "size"),
+                             (dict(model="tiny-gpt2", prompt="x", size="64x64"), "model"),
+                             (dict(model="tiny-sd", prompt="x", size="64x64", n=9), "n")):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.images.generate(**arguments)
+        assert raised.value.response.json()["error"]["param"] == param, arguments

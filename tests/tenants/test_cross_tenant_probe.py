@@ -68,6 +68,8 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/job-kinds": "the platform's catalogue of job kinds; the same for every tenant",
     "v1/chat/completions": "POST only; the model it names is looked up in the caller's tenant (another tenant's "
                            "model is a 404: tests/generation/test_openai_chat.py)",
+    "v1/images/generations": "POST only; the model it names is looked up in the caller's tenant (another tenant's "
+                             "model is a 404: tests/generation/test_openai_chat.py)",
     "v1/completions": "POST only; the model it names is looked up in the caller's tenant (another tenant's model is "
                       "a 404: tests/generation/test_openai_chat.py)",
     "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",

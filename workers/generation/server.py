@@ -11,6 +11,10 @@ Protocol (JSON on Redis; lode.generation.engine_client is the web side):
   "reply": "<key>", "deadline": <unix time>} (a request past its deadline is dropped unanswered).
 - replies, RPUSH on the request's key (expiring): {"delta": "..."} as text is produced, then one
   {"done": true, "finish_reason", "usage": {"prompt_tokens", "completion_tokens"}, "error"}.
+- an image request ("kind": "image", a text-to-image base and optionally a tenant's LoRA, "prompt",
+  "params": {n, width, height, steps, guidance, seed, negative_prompt}) is answered with one
+  {"done": true, "images": [base64 PNG, …], "usage": {"images": n}}; images run one request after
+  another on a diffusers pipeline kept loaded per base model (its LoRA loaded for the request).
 A bad request (too long for the context, unknown adapter) is answered with done and an error
 naming it. Engines and adapters are loaded on first use from the artifact store (through
 workers.model_store): the server reads no database."""
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -39,6 +44,8 @@ class GenerationServer:
         self.max_batch = max_batch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.engines: dict[str, Any] = {}
+        self.pipelines: dict[str, Any] = {}
+        self._images: queue.Queue = queue.Queue()
         self.adapters: dict[str, dict[str, Any]] = {}  # adapter name -> where it is stored
         self._stopping = threading.Event()
 
@@ -77,6 +84,9 @@ class GenerationServer:
         reply = message["reply"]
         if message.get("deadline") and time.time() > message["deadline"]:
             return
+        if message.get("kind") == "image":
+            self._images.put(message)
+            return
         try:
             engine = self.engine_for(message["base"])
             adapter = message.get("adapter")
@@ -102,6 +112,72 @@ class GenerationServer:
             return
         threading.Thread(target=self._pump, args=(request, reply), daemon=True, name=f"reply-{message['id']}").start()
 
+    # --- images: one diffusers pipeline per base model, requests run one after another ---
+
+    def _image_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = self._images.get(timeout=1)
+            except queue.Empty:
+                continue
+            try:
+                images = self._draw(message)
+            except Exception as exc:  # answered, never left hanging
+                self._send(message["reply"], {"done": True, "finish_reason": "error", "error": str(exc),
+                                              "usage": {"images": 0}})
+                continue
+            self._send(message["reply"], {"done": True, "finish_reason": "stop", "error": None, "images": images,
+                                          "usage": {"images": len(images)}})
+
+    def _pipeline_for(self, base: dict[str, Any]):
+        from diffusers import StableDiffusionPipeline
+
+        from workers.model_store import materialize_folder
+
+        key = f"{base.get('tenant_id') or 'catalog'}:{base['prefix']}:{base['manifest'].get('revision', '')}"
+        pipeline = self.pipelines.get(key)
+        if pipeline is None:
+            folder = materialize_folder(tenant_id=base.get("tenant_id"), prefix=base["prefix"],
+                                        cache_subdir=f"serving/{base.get('tenant_id') or 'catalog'}/{base['name']}",
+                                        manifest=base["manifest"])
+            pipeline = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+            pipeline.set_progress_bar_config(disable=True)
+            self.pipelines[key] = pipeline.to(self.device)
+        return pipeline
+
+    def _draw(self, message: dict[str, Any]) -> list[str]:
+        """PNG images as base64 strings."""
+        import base64
+        import io
+
+        import torch
+
+        from workers.model_store import materialize_folder
+
+        pipeline = self._pipeline_for(message["base"])
+        adapter = message.get("adapter")
+        params = message.get("params") or {}
+        if adapter:
+            folder = materialize_folder(tenant_id=message["tenant_id"], prefix=adapter["prefix"],
+                                        cache_subdir=f"tuned/{adapter['id']}", manifest=adapter["manifest"])
+            pipeline.load_lora_weights(str(folder), adapter_name=f"a{adapter['id'].replace('-', '')}")
+        try:
+            generator = torch.Generator(device="cpu").manual_seed(params["seed"]) if params.get("seed") is not None else None
+            result = pipeline(prompt=[message["prompt"]] * params.get("n", 1),
+                              negative_prompt=[params["negative_prompt"]] * params.get("n", 1)
+                              if params.get("negative_prompt") else None,
+                              num_inference_steps=params.get("steps", 20), guidance_scale=params.get("guidance", 7.5),
+                              width=params.get("width"), height=params.get("height"), generator=generator)
+        finally:
+            if adapter:
+                pipeline.unload_lora_weights()
+        encoded = []
+        for image in result.images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append(base64.b64encode(buffer.getvalue()).decode())
+        return encoded
+
     def _pump(self, request, reply: str) -> None:
         while (delta := request.deltas.get()) is not None:
             self._send(reply, {"delta": delta})
@@ -117,6 +193,7 @@ class GenerationServer:
 
     def serve(self) -> None:
         logger.info("generation server ready", extra={"device": self.device, "max_batch": self.max_batch})
+        threading.Thread(target=self._image_loop, name="images", daemon=True).start()
         while not self._stopping.is_set():
             item = self.redis.blpop([REQUESTS_KEY], timeout=1)
             if item is None:

@@ -210,3 +210,87 @@ def completion_text(completion: Completion, *, tenant_id: UUID | str) -> dict[st
         text = ""
     return {"text": text, "finish_reason": done.get("finish_reason") if verdict.allowed else "content_filter",
             "usage": done.get("usage") or {}, "verdict": verdict}
+
+
+# --- Images ---------------------------------------------------------------------------------------
+
+MAX_IMAGE_SIDE = 1024
+MAX_IMAGES = 4
+
+
+def image_model_resolve(*, tenant_id: UUID | str, name: Any) -> ServedModel:
+    """A text-to-image model: the tenant's LoRA fine-tune of a pipeline, or a base pipeline."""
+    from lode.training.selectors import base_model_get, tuned_model_get
+
+    if not isinstance(name, str) or not name:
+        raise ValidationFailed("model: the name of an image model", details={"field": "model"})
+    try:
+        tuned = tuned_model_get(tenant_id=tenant_id, name=name)
+    except NotFound:
+        tuned = None
+    if tuned is not None:
+        if tuned.task_type != "text_to_image":
+            raise ValidationFailed(f"model: {name} is a {tuned.task_type} model, not an image model",
+                                   details={"field": "model"})
+        base = tuned.base_model
+        return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
+                           adapter={"id": str(tuned.id), "prefix": tuned.artifact_prefix, "manifest": tuned.manifest},
+                           parameter_count=base.parameter_count, owned_by="tenant")
+    try:
+        base = base_model_get(name=name, tenant_id=tenant_id)
+    except NotFound:
+        raise NotFound(f"model: no model named {name!r}", details={"field": "model"}) from None
+    if base.task_type != "text_to_image":
+        raise ValidationFailed(f"model: {name} is a {base.task_type} model, not an image model", details={"field": "model"})
+    return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
+                       adapter=None, parameter_count=base.parameter_count, owned_by="tenant" if base.tenant_id else "lode")
+
+
+def image_params_check(params: dict[str, Any]) -> dict[str, Any]:
+    size = params.get("size") or "512x512"
+    try:
+        width, height = (int(side) for side in str(size).lower().split("x"))
+    except ValueError:
+        raise ValidationFailed("size: WIDTHxHEIGHT, e.g. 512x512", details={"field": "size"}) from None
+    if not (8 <= width <= MAX_IMAGE_SIDE and 8 <= height <= MAX_IMAGE_SIDE) or width % 8 or height % 8:
+        raise ValidationFailed(f"size: each side a multiple of 8 from 8 to {MAX_IMAGE_SIDE}", details={"field": "size"})
+    negative = params.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str):
+        raise ValidationFailed("negative_prompt: text", details={"field": "negative_prompt"})
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValidationFailed("seed: an integer", details={"field": "seed"})
+    return {"n": _number(params, "n", 1, MAX_IMAGES, 1, integer=True), "width": width, "height": height,
+            "steps": _number(params, "steps", 1, 150, 20, integer=True),
+            "guidance": _number(params, "guidance", 0, 30, 7.5), "seed": seed, "negative_prompt": negative}
+
+
+def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Images for a prompt: checked, admitted (the images meter, 402), drawn on the generation
+    server, metered; returns {"model", "images": [base64 PNG], "id"}."""
+    from lode.billing.services import UsageEstimate, UsageInput, usage_admit, usage_record
+
+    served = image_model_resolve(tenant_id=tenant_id, name=model)
+    clean = image_params_check(params or {})
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValidationFailed("prompt: the text to draw", details={"field": "prompt"})
+    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=prompt)
+    if not verdict.allowed:
+        raise ValidationFailed("prompt: refused by the organization's safety policy",
+                               details={"field": "prompt", "categories": verdict.categories})
+    size = size_class(served.parameter_count)
+    usage_admit(tenant_id=tenant_id, estimate=[UsageEstimate(meter="images", dimension=size, quantity=Decimal(clean["n"]))])
+    request_id = uuid.uuid4().hex
+    done = {}
+    for event in engine_request({"kind": "image", "tenant_id": str(tenant_id), "base": served.base,
+                                 "adapter": served.adapter, "prompt": prompt, "params": clean}):
+        if event.get("done"):
+            done = event
+    if done.get("finish_reason") == "error":
+        raise ValidationFailed(f"generation: {done.get('error')}", details={"field": "prompt"})
+    images = done.get("images") or []
+    if images:
+        usage_record(tenant_id=tenant_id, events=[UsageInput(
+            meter="images", dimension=size, quantity=len(images), idempotency_key=f"generation:{request_id}:images",
+            source_type="request", source_id=request_id)])
+    return {"id": request_id, "model": served.name, "images": images}

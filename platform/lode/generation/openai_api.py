@@ -314,3 +314,40 @@ class CompletionApi(_CompletionApi):
     @extend_schema(exclude=True)
     def post(self, request):
         return super().post(request)
+
+
+class ImageGenerationApi(OpenAIApiView):
+    """POST: images from a prompt on a text-to-image model (the tenant's LoRA fine-tune or a base
+    pipeline): `b64_json`, or `url` (the PNG stored under the tenant's generated/ prefix and handed
+    out as a short-lived presigned URL)."""
+
+    required_area = "generation"
+
+    @extend_schema(exclude=True)
+    def post(self, request):
+        import base64
+
+        from django.utils import timezone
+
+        from lode.core import artifacts
+
+        from .completions import images_generate
+
+        body = request.data if isinstance(request.data, dict) else {}
+        response_format = body.get("response_format") or "url"
+        if response_format not in ("url", "b64_json"):
+            raise ValidationFailed("response_format: url or b64_json", details={"field": "response_format"})
+        params = {key: body[key] for key in ("n", "size", "seed", "negative_prompt", "steps", "guidance")
+                  if body.get(key) is not None}
+        drawn = images_generate(tenant_id=self.tenant.id, model=body.get("model"), prompt=body.get("prompt"),
+                                params=params)
+        data = []
+        for number, encoded in enumerate(drawn["images"]):
+            if response_format == "b64_json":
+                data.append({"b64_json": encoded, "revised_prompt": None})
+                continue
+            key = f"generated/{drawn['id']}/{number}.png"
+            artifacts.object_put(tenant_id=self.tenant.id, key=key, data=base64.b64decode(encoded),
+                                 content_type="image/png")
+            data.append({"url": artifacts.presigned_get_url(tenant_id=self.tenant.id, key=key), "revised_prompt": None})
+        return Response({"created": int(timezone.now().timestamp()), "data": data})

@@ -23,6 +23,7 @@ urlpatterns = [
          name="fine-tuning-job-checkpoints"),
     path("chat/completions", openai_api.ChatCompletionApi.as_view(), name="chat-completion"),
     path("completions", openai_api.CompletionApi.as_view(), name="completion"),
+    path("images/generations", openai_api.ImageGenerationApi.as_view(), name="image-generation"),
     path("models", openai_api.ModelListApi.as_view(), name="model-list"),
     path("models/<str:model>", openai_api.ModelDetailApi.as_view(), name="model-detail"),
     path("<path:unknown_route>", RouteNotFoundView.as_view(), name="not-found"),
