@@ -61,19 +61,22 @@ class ServedModel:
     owned_by: str
 
 
-def served_model_resolve(*, tenant_id: UUID | str, name: Any) -> ServedModel:
-    """The text model a request names: the tenant's fine-tuned model, else a base model it may use."""
+def served_model_resolve(*, tenant_id: UUID | str, name: Any, task_type: str = "causal_lm") -> ServedModel:
+    """The model a request names, of the given task type: the tenant's fine-tuned model (a LoRA
+    adapter served on its base, or a full/merged model served whole), else a base model the
+    tenant may use (the catalog or its own upload)."""
     from lode.training.selectors import base_model_get, tuned_model_get
 
+    what = "text generation" if task_type == "causal_lm" else "image"
     if not isinstance(name, str) or not name:
-        raise ValidationFailed("model: the name of a model", details={"field": "model"})
+        raise ValidationFailed(f"model: the name of a {what} model", details={"field": "model"})
     try:
         tuned = tuned_model_get(tenant_id=tenant_id, name=name)
     except NotFound:
         tuned = None
     if tuned is not None:
-        if tuned.task_type != "causal_lm":
-            raise ValidationFailed(f"model: {name} is a {tuned.task_type} model, not a text generation model",
+        if tuned.task_type != task_type:
+            raise ValidationFailed(f"model: {name} is a {tuned.task_type} model, not a {what} model",
                                    details={"field": "model"})
         base = tuned.base_model
         if tuned.is_adapter:
@@ -86,8 +89,8 @@ def served_model_resolve(*, tenant_id: UUID | str, name: Any) -> ServedModel:
         base = base_model_get(name=name, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"model: no model named {name!r}", details={"field": "model"}) from None
-    if base.task_type != "causal_lm":
-        raise ValidationFailed(f"model: {name} is a {base.task_type} model, not a text generation model",
+    if base.task_type != task_type:
+        raise ValidationFailed(f"model: {name} is a {base.task_type} model, not a {what} model",
                                details={"field": "model"})
     return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
                        adapter=None, parameter_count=base.parameter_count,
@@ -218,34 +221,6 @@ MAX_IMAGE_SIDE = 1024
 MAX_IMAGES = 4
 
 
-def image_model_resolve(*, tenant_id: UUID | str, name: Any) -> ServedModel:
-    """A text-to-image model: the tenant's LoRA fine-tune of a pipeline, or a base pipeline."""
-    from lode.training.selectors import base_model_get, tuned_model_get
-
-    if not isinstance(name, str) or not name:
-        raise ValidationFailed("model: the name of an image model", details={"field": "model"})
-    try:
-        tuned = tuned_model_get(tenant_id=tenant_id, name=name)
-    except NotFound:
-        tuned = None
-    if tuned is not None:
-        if tuned.task_type != "text_to_image":
-            raise ValidationFailed(f"model: {name} is a {tuned.task_type} model, not an image model",
-                                   details={"field": "model"})
-        base = tuned.base_model
-        return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
-                           adapter={"id": str(tuned.id), "prefix": tuned.artifact_prefix, "manifest": tuned.manifest},
-                           parameter_count=base.parameter_count, owned_by="tenant")
-    try:
-        base = base_model_get(name=name, tenant_id=tenant_id)
-    except NotFound:
-        raise NotFound(f"model: no model named {name!r}", details={"field": "model"}) from None
-    if base.task_type != "text_to_image":
-        raise ValidationFailed(f"model: {name} is a {base.task_type} model, not an image model", details={"field": "model"})
-    return ServedModel(name=name, base=_stored(base.name, base.tenant_id, base.artifact_prefix, base.manifest),
-                       adapter=None, parameter_count=base.parameter_count, owned_by="tenant" if base.tenant_id else "lode")
-
-
 def image_params_check(params: dict[str, Any]) -> dict[str, Any]:
     size = params.get("size") or "512x512"
     try:
@@ -270,7 +245,7 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
     server, metered; returns {"model", "images": [base64 PNG], "id"}."""
     from lode.billing.services import UsageEstimate, UsageInput, usage_admit, usage_record
 
-    served = image_model_resolve(tenant_id=tenant_id, name=model)
+    served = served_model_resolve(tenant_id=tenant_id, name=model, task_type="text_to_image")
     clean = image_params_check(params or {})
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValidationFailed("prompt: the text to draw", details={"field": "prompt"})
