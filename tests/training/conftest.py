@@ -35,9 +35,7 @@ def version_from_rows(tenant, rows: list[dict], *, modality: str, name: str | No
     """A ready dataset version holding `rows`, through upload_direct and the ingest job (run here)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from lode.core.jobs.runner import job_execute
     from lode.datasets import services as dataset_services
-    from lode.datasets.selectors import version_get
 
     tenant_id = tenant.organization.id
     dataset = dataset_services.dataset_create(tenant_id=tenant_id, name=name or f"{modality}-{random.random():.8f}",
@@ -45,7 +43,15 @@ def version_from_rows(tenant, rows: list[dict], *, modality: str, name: str | No
     data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
     _upload, version = dataset_services.upload_direct(
         tenant_id=tenant_id, dataset_id=dataset.id, file=SimpleUploadedFile("rows.jsonl", data), by=tenant.user)
-    # Run here; when a test's worker consumes the cpu queue it may take the job first (None here).
+    return version_built(tenant_id, version)
+
+
+def version_built(tenant_id, version):
+    """Runs the version's ingest job here and returns the version once ready. When a test's worker
+    consumes the cpu queue it may take the job first (job_execute then finds nothing to do)."""
+    from lode.core.jobs.runner import job_execute
+    from lode.datasets.selectors import version_get
+
     job_execute(tenant_id=tenant_id, job_id=version.job_id)
     version = wait_for(lambda: (found := version_get(tenant_id=tenant_id, version_id=version.id)).status != "building"
                        and found, timeout=60, message="the version to be built")

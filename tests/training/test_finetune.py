@@ -16,7 +16,7 @@ import torch
 
 from lode.core.models import Job, JobEvent, JobState
 from tests.conftest import system, wait_for
-from tests.training.conftest import TRAINING_WORDS, instruction_rows, version_from_rows
+from tests.training.conftest import TRAINING_WORDS, instruction_rows, version_built, version_from_rows
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "owner", "system"])
 
@@ -177,7 +177,6 @@ def test_text_to_image_lora_runs_two_steps_and_its_adapter_loads_into_the_pipeli
     from django.core.files.uploadedfile import SimpleUploadedFile
     from diffusers import StableDiffusionPipeline
 
-    from lode.core.jobs.runner import job_execute
     from lode.datasets import services as dataset_services
     from lode.training.selectors import tuned_model_get
     from workers.model_store import materialize_base_model, materialize_folder
@@ -197,7 +196,7 @@ def test_text_to_image_lora_runs_two_steps_and_its_adapter_loads_into_the_pipeli
     _upload, version = dataset_services.upload_direct(tenant_id=tenant.organization.id, dataset_id=dataset.id,
                                                       file=SimpleUploadedFile("swatches.zip", archive.getvalue()),
                                                       by=tenant.user)
-    assert job_execute(tenant_id=tenant.organization.id, job_id=version.job_id) == "succeeded"
+    version = version_built(tenant.organization.id, version)
 
     created = _create(client, base_model="tiny-sd", train_version=str(version.id),
                       hyperparameters={"max_steps": 2, "batch_size": 2, "learning_rate": 1e-2, "image_size": 64})
