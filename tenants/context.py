@@ -100,3 +100,9 @@ def _is_uuid(value) -> bool:
     except ValueError:
         return False
     return True
+
+
+def request_actor(request) -> ApiKey | User | None:
+    """Who acts in a request, as services take it (`by`): its API key, else its signed-in user."""
+    access = current_access(request)
+    return access.api_key or access.user

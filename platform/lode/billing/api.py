@@ -15,7 +15,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from lode.core.errors import ValidationFailed
-from tenants.context import current_access
+from tenants.context import request_actor
 from tenants.db_context import tenant_atomic
 from tenants.scoping import TenantScopedMixin
 
@@ -39,11 +39,6 @@ from .serializers import (
     UsageDayOutput,
     UsageSummaryOutput,
 )
-
-
-def _actor(request):
-    access = current_access(request)
-    return access.api_key or access.user
 
 
 def _ip(request) -> str | None:
@@ -99,13 +94,13 @@ class AccountApi(BillingApiMixin, APIView):
             raise ValidationFailed("Nothing to change: give billing_email, spend_limit_minor or soft_spend_limit_minor.")
         account = services.account_ensure(tenant_id=self.tenant.id)
         if "billing_email" in values:
-            services.billing_email_set(tenant_id=self.tenant.id, email=values["billing_email"], by=_actor(request), ip=_ip(request))
+            services.billing_email_set(tenant_id=self.tenant.id, email=values["billing_email"], by=request_actor(request), ip=_ip(request))
         if "spend_limit_minor" in values or "soft_spend_limit_minor" in values:
             services.spend_limits_set(
                 tenant_id=self.tenant.id,
                 hard_minor=values.get("spend_limit_minor", account.spend_limit_minor),
                 soft_minor=values.get("soft_spend_limit_minor", account.soft_spend_limit_minor),
-                by=_actor(request), ip=_ip(request),
+                by=request_actor(request), ip=_ip(request),
             )
         return Response(AccountOutput(self._body()).data)
 
@@ -137,7 +132,7 @@ class SubscriptionApi(BillingApiMixin, APIView):
         data.is_valid(raise_exception=True)
         subscription = services.subscription_change(
             tenant_id=self.tenant.id, plan_code=data.validated_data["plan"],
-            effective_at=data.validated_data["effective_at"], by=_actor(request), ip=_ip(request),
+            effective_at=data.validated_data["effective_at"], by=request_actor(request), ip=_ip(request),
         )
         with tenant_atomic(self.tenant.id):
             subscription = Subscription.objects.select_related("plan_version__plan").get(id=subscription.id)
@@ -196,7 +191,7 @@ class QuotaListCreateApi(BillingApiMixin, generics.GenericAPIView):
     def post(self, request):
         data = QuotaInput(data=request.data)
         data.is_valid(raise_exception=True)
-        quota = services.quota_set(tenant_id=self.tenant.id, **data.validated_data, by=_actor(request), ip=_ip(request))
+        quota = services.quota_set(tenant_id=self.tenant.id, **data.validated_data, by=request_actor(request), ip=_ip(request))
         return Response(QuotaOutput(quota).data, status=status.HTTP_201_CREATED)
 
 
@@ -210,7 +205,7 @@ class QuotaDetailApi(BillingApiMixin, generics.GenericAPIView):
     @extend_schema(responses={204: None})
     def delete(self, request, quota_id):
         quota = self.get_object()
-        services.quota_delete(tenant_id=self.tenant.id, quota_id=quota.id, by=_actor(request), ip=_ip(request))
+        services.quota_delete(tenant_id=self.tenant.id, quota_id=quota.id, by=request_actor(request), ip=_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -29,7 +29,7 @@ from lode.datasets.schemas import MODALITIES, modality_get
 from lode.datasets.shards import shard_key
 from tenants.db_context import tenant_atomic
 
-from .forms import form_error_from
+from .forms import JsonObjectField, form_error_from
 from .views import TenantFormPageView
 
 DATASETS_SHOWN = 200
@@ -78,22 +78,10 @@ class DatasetCreateForm(forms.Form):
 class OperationForm(forms.Form):
     operation = forms.ChoiceField(label="Operation",
                                   choices=[(name, OPERATION_LABELS.get(name, name)) for name in OPERATION_PARAMS])
-    params = forms.CharField(
-        label="Parameters (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}),
+    params = JsonObjectField(
+        example='{"min_chars": 10}', label="Parameters (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}),
         help_text="A JSON object; leave empty for the operation's defaults.",
     )
-
-    def clean_params(self) -> dict[str, Any]:
-        text = self.cleaned_data["params"].strip()
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON ({exc}).") from None
-        if not isinstance(value, dict):
-            raise forms.ValidationError('A JSON object, such as {"min_chars": 10}.')
-        return value
 
 
 def _operation_error(form: OperationForm, exc: LodeError) -> None:

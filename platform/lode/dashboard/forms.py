@@ -2,7 +2,9 @@
 a domain error they raise is put back on the field it names (`form_error_from`)."""
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from django import forms
 from django.utils import timezone
@@ -16,6 +18,26 @@ ROLE_CHOICES: list[tuple[str, str]] = [
     for role in ROLE_PERMISSIONS
 ]
 OWNER = "owner"
+
+
+class JsonObjectField(forms.CharField):
+    """A textarea holding a JSON object (empty: {}); `example` shows one in the error."""
+
+    def __init__(self, *, example: str, **kwargs: Any):
+        self.example = example
+        super().__init__(**kwargs)
+
+    def clean(self, value: Any) -> dict[str, Any]:
+        text = (super().clean(value) or "").strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON ({exc}).") from None
+        if not isinstance(parsed, dict):
+            raise forms.ValidationError(f"A JSON object, such as {self.example}.")
+        return parsed
 
 
 class SignupForm(forms.Form):

@@ -27,7 +27,7 @@ from lode.training import selectors, services
 from lode.training.hyperparameters import DEFAULTS, METHOD_DEFAULTS, METHODS, SPECS, TASK_DEFAULTS, TASKS
 from tenants.db_context import tenant_atomic
 
-from .forms import form_error_from
+from .forms import JsonObjectField, form_error_from
 from .views import TenantActionView, TenantFormPageView
 
 FINETUNES_SHOWN = 200
@@ -70,8 +70,8 @@ class FinetuneCreateForm(forms.Form):
     )
     method = forms.ChoiceField(label="Method", choices=[(name, METHOD_LABELS.get(name, name)) for name in METHODS],
                                initial="lora")
-    hyperparameters = forms.CharField(
-        label="Hyperparameters (JSON, optional)", required=False,
+    hyperparameters = JsonObjectField(
+        example='{"epochs": 2}', label="Hyperparameters (JSON, optional)", required=False,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false",
                                      "placeholder": '{"epochs": 3, "learning_rate": 0.0002}'}),
         help_text="A JSON object; every key left out takes its default (listed below).",
@@ -89,18 +89,6 @@ class FinetuneCreateForm(forms.Form):
         choices = [(str(version["id"]), version["label"]) for version in versions]
         self.fields["train_version"].choices = choices
         self.fields["validation_version"].choices = [("", "Hold out part of the training data")] + choices
-
-    def clean_hyperparameters(self) -> dict[str, Any]:
-        text = self.cleaned_data["hyperparameters"].strip()
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON ({exc}).") from None
-        if not isinstance(value, dict):
-            raise forms.ValidationError('A JSON object, such as {"epochs": 2}.')
-        return value
 
 
 def _finetune_error(form: FinetuneCreateForm, exc: LodeError) -> None:

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from lode.core import artifacts
 from lode.core.errors import PayloadTooLarge, ValidationFailed
-from tenants.context import current_access
+from tenants.context import request_actor
 from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
@@ -30,11 +30,6 @@ from .serializers import (
     VersionSummaryOutput,
 )
 from .shards import shard_key
-
-
-def _actor(request):
-    access = current_access(request)
-    return access.api_key or access.user
 
 
 def _mapping(value):
@@ -66,7 +61,7 @@ class DatasetListCreateApi(DatasetsApiMixin, generics.GenericAPIView):
     def post(self, request):
         data = DatasetInput(data=request.data)
         data.is_valid(raise_exception=True)
-        dataset = services.dataset_create(tenant_id=self.tenant.id, by=_actor(request), **data.validated_data)
+        dataset = services.dataset_create(tenant_id=self.tenant.id, by=request_actor(request), **data.validated_data)
         return Response(DatasetOutput(dataset).data, status=status.HTTP_201_CREATED)
 
 
@@ -108,7 +103,7 @@ class UploadCreateApi(DatasetsApiMixin, generics.GenericAPIView):
         _, version = services.upload_direct(
             tenant_id=self.tenant.id, dataset_id=dataset.id, file=data.validated_data["file"],
             declared_format=data.validated_data.get("format") or None,
-            column_mapping=_mapping(data.validated_data.get("column_mapping")), by=_actor(request),
+            column_mapping=_mapping(data.validated_data.get("column_mapping")), by=request_actor(request),
         )
         return Response(VersionOutput(version).data, status=status.HTTP_202_ACCEPTED)
 
@@ -131,7 +126,7 @@ class MultipartStartApi(DatasetsApiMixin, generics.GenericAPIView):
         upload, urls = services.upload_multipart_start(
             tenant_id=self.tenant.id, dataset_id=dataset.id, filename=values["filename"], size=values["size"],
             part_count=values["part_count"], declared_format=values.get("format") or None,
-            column_mapping=_mapping(values.get("column_mapping")), by=_actor(request),
+            column_mapping=_mapping(values.get("column_mapping")), by=request_actor(request),
         )
         body = {"upload": UploadOutput(upload).data, "expires_in": settings.S3_PRESIGN_TTL_SECONDS,
                 "parts": [{"part_number": number, "url": url} for number, url in enumerate(urls, start=1)]}
@@ -151,7 +146,7 @@ class MultipartCompleteApi(DatasetsApiMixin, generics.GenericAPIView):
         data = MultipartCompleteInput(data=request.data)
         data.is_valid(raise_exception=True)
         _, version = services.upload_multipart_complete(
-            tenant_id=self.tenant.id, upload_id=upload.id, parts=data.validated_data["parts"], by=_actor(request)
+            tenant_id=self.tenant.id, upload_id=upload.id, parts=data.validated_data["parts"], by=request_actor(request)
         )
         return Response(VersionOutput(version).data, status=status.HTTP_202_ACCEPTED)
 
@@ -262,5 +257,5 @@ class OperationCreateApi(DatasetsApiMixin, generics.GenericAPIView):
         data.is_valid(raise_exception=True)
         child = services.operation_launch(tenant_id=self.tenant.id, version_id=version.id,
                                           operation=data.validated_data["operation"], params=data.validated_data["params"],
-                                          by=_actor(request))
+                                          by=request_actor(request))
         return Response(VersionOutput(child).data, status=status.HTTP_202_ACCEPTED)

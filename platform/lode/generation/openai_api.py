@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lode.core.errors import PayloadTooLarge, ValidationFailed
-from tenants.context import current_access
+from tenants.context import request_actor
 from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
@@ -29,11 +29,6 @@ from .openai_serializers import (
     list_body,
     list_params,
 )
-
-
-def _actor(request):
-    access = current_access(request)
-    return access.api_key or access.user
 
 
 class JsonAlways(DefaultContentNegotiation):
@@ -77,7 +72,7 @@ class FileListCreateApi(OpenAIApiView):
             raise PayloadTooLarge(f"file: larger than the {limit} byte limit", details={"field": "file", "limit_bytes": limit})
         data = FileCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        version = services.openai_file_create(tenant_id=self.tenant.id, by=_actor(request), **data.validated_data)
+        version = services.openai_file_create(tenant_id=self.tenant.id, by=request_actor(request), **data.validated_data)
         return Response(file_object(version), status=status.HTTP_200_OK)
 
 
@@ -90,7 +85,7 @@ class FileDetailApi(OpenAIApiView):
 
     @extend_schema(exclude=True)
     def delete(self, request, file_id):
-        services.openai_file_delete(tenant_id=self.tenant.id, by=_actor(request), file_id=file_id)
+        services.openai_file_delete(tenant_id=self.tenant.id, by=request_actor(request), file_id=file_id)
         return Response(file_deleted(file_id))
 
 
@@ -121,7 +116,7 @@ class FineTuningJobListCreateApi(OpenAIApiView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         job = services.openai_finetune_create(
-            tenant_id=self.tenant.id, by=_actor(request), model=values["model"], training_file=values["training_file"],
+            tenant_id=self.tenant.id, by=request_actor(request), model=values["model"], training_file=values["training_file"],
             validation_file=values.get("validation_file") or None, hyperparameters=values.get("hyperparameters"),
             method=values.get("method"), suffix=values.get("suffix"), seed=values.get("seed"),
         )
@@ -142,7 +137,7 @@ class FineTuningJobCancelApi(OpenAIApiView):
 
     @extend_schema(exclude=True)
     def post(self, request, fine_tuning_job_id):
-        job = services.openai_finetune_cancel(tenant_id=self.tenant.id, by=_actor(request),
+        job = services.openai_finetune_cancel(tenant_id=self.tenant.id, by=request_actor(request),
                                               fine_tuning_job_id=fine_tuning_job_id)
         return Response(fine_tuning_job_object(job))
 

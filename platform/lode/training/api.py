@@ -13,7 +13,7 @@ from lode.core.errors import PayloadTooLarge, ValidationFailed
 from lode.core.models import Job, JobEvent, JobState
 from lode.core.pagination import SequenceCursorPagination
 from lode.core.serializers import JobEventOutput
-from tenants.context import current_access
+from tenants.context import request_actor
 from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
@@ -26,11 +26,6 @@ from .serializers import (
     FineTuneOutput,
     TunedModelOutput,
 )
-
-
-def _actor(request):
-    access = current_access(request)
-    return access.api_key or access.user
 
 
 class TrainingApiMixin(TenantScopedMixin):
@@ -60,7 +55,7 @@ class FineTuneListCreateApi(TrainingApiMixin, generics.GenericAPIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         job = services.finetune_create(
-            tenant_id=self.tenant.id, by=_actor(request), base_model=values["base_model"],
+            tenant_id=self.tenant.id, by=request_actor(request), base_model=values["base_model"],
             train_version_id=values["train_version"], validation_version_id=values.get("validation_version") or None,
             task=values.get("task") or None, method=values.get("method") or "lora",
             hyperparameters=values.get("hyperparameters"), suffix=values.get("suffix") or "", gpus=values.get("gpus", 1),
@@ -79,7 +74,7 @@ class FineTuneDetailApi(TrainingApiMixin, generics.RetrieveAPIView):
 class FineTuneCancelApi(TrainingApiMixin, APIView):
     @extend_schema(request=None, responses={202: FineTuneOutput})
     def post(self, request, job_id):
-        job = services.finetune_cancel(tenant_id=self.tenant.id, job_id=job_id, by=_actor(request))
+        job = services.finetune_cancel(tenant_id=self.tenant.id, job_id=job_id, by=request_actor(request))
         return Response(FineTuneOutput(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -130,7 +125,7 @@ class BaseModelListCreateApi(TrainingApiMixin, generics.GenericAPIView):
             raise PayloadTooLarge(f"file: larger than the {limit} byte limit", details={"field": "file", "limit_bytes": limit})
         data = BaseModelUploadInput(data=request.data)
         data.is_valid(raise_exception=True)
-        model = services.base_model_upload(tenant_id=self.tenant.id, by=_actor(request), **data.validated_data)
+        model = services.base_model_upload(tenant_id=self.tenant.id, by=request_actor(request), **data.validated_data)
         return Response(BaseModelOutput(model).data, status=status.HTTP_201_CREATED)
 
 
@@ -144,7 +139,7 @@ class BaseModelDetailApi(TrainingApiMixin, generics.RetrieveDestroyAPIView):
         return BaseModel.objects.all()
 
     def destroy(self, request, *args, **kwargs):
-        services.base_model_delete(tenant_id=self.tenant.id, by=_actor(request), base_model_id=kwargs["base_model_id"])
+        services.base_model_delete(tenant_id=self.tenant.id, by=request_actor(request), base_model_id=kwargs["base_model_id"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
