@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("lode.billing.urls")),
     path("", include("lode.datasets.urls")),
     path("", include("lode.training.urls")),
+    path("", include("lode.generation.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -269,17 +269,30 @@ def operation_launch(
         if parent.status != DatasetVersion.Status.READY:
             raise Conflict(f"The version is {parent.status}; operations need a ready version.", details={"status": parent.status})
         clean = operation_params_validate(operation, params or {}, modality=parent.modality)
-        dataset = Dataset.objects.select_for_update().get(id=parent.dataset_id)
-        version = DatasetVersion.objects.create(
-            tenant_id=tenant_id, dataset=dataset, number=_next_number(dataset.id), parent=parent, operation=operation,
-            params=clean, modality=parent.modality, is_synthetic=parent.is_synthetic, created_by=actor_user(by),
-        )
-        job = job_services.job_create(tenant_id=tenant_id, created_by=actor_user(by), kind="datasets.operation",
-                                      params={"version_id": str(version.id)})
-        DatasetVersion.objects.filter(id=version.id).update(job=job)
-        version.job = job
+        version = version_derive(tenant_id=tenant_id, parent=parent, operation=operation, params=clean, by=by,
+                                 job_kind="datasets.operation")
         audit_record(tenant_id=tenant_id, action="datasets.operation_launched", user=actor_user(by), api_key=actor_api_key(by),
                      target=version, data={"operation": operation, "parent": str(parent.id), "params": clean})
+    return version
+
+
+def version_derive(
+    *, tenant_id: UUID | str, parent: DatasetVersion, operation: str, params: dict, by: Any, job_kind: str,
+    job_params: dict | None = None, is_synthetic: bool | None = None,
+) -> DatasetVersion:
+    """The next version of the parent's dataset, building, and the job that builds it (params
+    `{"version_id", **job_params}`), written in the caller's tenant transaction (the job's message
+    goes on commit). Synthetic when the parent is, or when the caller says so (generated rows)."""
+    dataset = Dataset.objects.select_for_update().get(id=parent.dataset_id)
+    version = DatasetVersion.objects.create(
+        tenant_id=tenant_id, dataset=dataset, number=_next_number(dataset.id), parent=parent, operation=operation,
+        params=params, modality=parent.modality, created_by=actor_user(by),
+        is_synthetic=parent.is_synthetic if is_synthetic is None else is_synthetic,
+    )
+    job = job_services.job_create(tenant_id=tenant_id, created_by=actor_user(by), kind=job_kind,
+                                  params={"version_id": str(version.id), **(job_params or {})})
+    DatasetVersion.objects.filter(id=version.id).update(job=job)
+    version.job = job
     return version
 
 

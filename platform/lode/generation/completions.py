@@ -141,17 +141,38 @@ class Completion:
     model: ServedModel
     events: Iterator[dict[str, Any]]
     prompt_verdict: Verdict
+    template: dict[str, Any] | None = None  # {"name", "version"} of the template the request filled
+    messages: list[dict[str, str]] | None = None  # what the model was given, after the template
+    prompt: str | None = None
 
 
 def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None = None, prompt: str | None = None,
-                     params: dict[str, Any] | None = None) -> Completion:
+                     params: dict[str, Any] | None = None, template: Any = None, chat: bool | None = None) -> Completion:
     """Checks everything and admits the request; its events come as the server produces them
-    (iterating them meters the usage at the end)."""
+    (iterating them meters the usage at the end). With a `template` (see prompts.template_use) the
+    rendered template comes first: for a chat, as messages before the request's own; for a
+    completion, as the whole prompt."""
     from lode.billing.services import UsageEstimate, usage_admit
 
     served = served_model_resolve(tenant_id=tenant_id, name=model)
     clean = sampling_params_check(params or {})
-    if messages is not None:
+    chat = messages is not None if chat is None else chat
+    used = None
+    if template is not None:
+        from .prompts import template_use
+
+        if not chat and prompt:
+            raise ValidationFailed("prompt: give a prompt or a template, not both", details={"field": "prompt"})
+        use, values = template_use(tenant_id=tenant_id, spec=template)
+        rendered = use.render(values)
+        used = {"name": use.name, "version": use.version}
+        if chat:
+            if messages is not None and not isinstance(messages, list):
+                raise ValidationFailed("messages: a list of {role, content}", details={"field": "messages"})
+            messages = rendered.messages() + list(messages or [])
+        else:
+            prompt = rendered.prompt()
+    if chat:
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
                 for m in messages):
@@ -176,7 +197,8 @@ def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None
     completion_id = uuid.uuid4().hex
     payload = {"tenant_id": str(tenant_id), "base": served.base, "adapter": served.adapter, "params": clean,
                **payload_input}
-    return Completion(id=completion_id, model=served, prompt_verdict=verdict,
+    return Completion(id=completion_id, model=served, prompt_verdict=verdict, template=used,
+                      messages=payload_input.get("messages"), prompt=payload_input.get("prompt"),
                       events=_metered(tenant_id, completion_id, size, engine_request(payload)))
 
 

@@ -226,18 +226,23 @@ class _CompletionApi(OpenAIApiView):
         from .completions import SAFETY_HOOKS, completion_start, completion_text, safety_review
 
         body = request.data if isinstance(request.data, dict) else {}
+        # Lode's extension: `template` (a stored prompt template's name, or {name, variables,
+        # example_set, max_examples}; the openai client sends it with extra_body).
+        template = body.get("template")
         if self.chat:
             inputs = {"messages": body.get("messages")}
-            if inputs["messages"] is None:
+            if inputs["messages"] is None and template is None:
                 raise ValidationFailed("messages: required", details={"field": "messages"})
         else:
             prompt = body.get("prompt")
             inputs = {"prompt": prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt}
         tenant_id = self.tenant.id
-        run = completion_start(tenant_id=tenant_id, model=body.get("model"), params=_sampling(body), **inputs)
+        run = completion_start(tenant_id=tenant_id, model=body.get("model"), params=_sampling(body), template=template,
+                               chat=self.chat, **inputs)
         created = int(timezone.now().timestamp())
         prefix, kind = ("chatcmpl-", "chat.completion") if self.chat else ("cmpl-", "text_completion")
-        head = {"id": prefix + run.id, "created": created, "model": run.model.name}
+        head = {"id": prefix + run.id, "created": created, "model": run.model.name,
+                **({"template": run.template} if run.template else {})}
         if not body.get("stream"):
             result = completion_text(run, tenant_id=tenant_id)
             finish = "content_filter" if result["finish_reason"] == "content_filter" else _finish(result)
