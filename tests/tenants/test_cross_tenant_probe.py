@@ -41,6 +41,7 @@ from lode.core.jobs.services import job_create
 from lode.core.models import Artifact, Job
 from lode.datasets.models import Dataset, DatasetVersion, Upload
 from lode.datasets.services import dataset_create, upload_direct
+from lode.generation.models import ExampleSet, PromptTemplate
 from lode.training.models import BaseModel, TrainingCheckpoint, TunedModel
 from tenants.db_context import tenant_atomic
 from tenants.db_context import SETTINGS
@@ -257,6 +258,15 @@ def world(make_tenant, test_clients) -> World:
         checkpoint = TrainingCheckpoint.objects.create(tenant_id=a_org.id, job=finetune, step=1,
                                                        key="fine-tunes/x/step-1.pt")
 
+    # A's prompt template and its example set, under one name (both routes name it `name`).
+    from lode.generation.prompts import example_set_create, template_create
+
+    prompt_name = _unique("a-prompts")
+    example_set = example_set_create(tenant_id=a_org.id, by=a.user, name=prompt_name,
+                                     examples=[{"variables": {"question": "a secret"}, "output": "a secret reply"}])
+    template = template_create(tenant_id=a_org.id, by=a.user, name=prompt_name, template="Q: {{ question }}",
+                               example_set=prompt_name)
+
     # A second member of A, who signed up with an organization of their own.
     member = user_signup(email=f"{_unique('member-a')}@example.com", password="a long test password 1",
                          organization_name=_unique("Member's own"))
@@ -282,6 +292,7 @@ def world(make_tenant, test_clients) -> World:
         "file_id": f"file-{dataset_version.id.hex}",
         "fine_tuning_job_id": f"ftjob-{finetune.id.hex}",
         "model": tuned_model.name,
+        "name": prompt_name,  # a prompt template and an example set
         "unknown_route": "no-such-route",  # /v1/'s catch-all: a 404 for A's path as for any other
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
@@ -299,6 +310,7 @@ def world(make_tenant, test_clients) -> World:
         "dataset_version": (DatasetVersion, dataset_version.id),
         "tuned_model": (TunedModel, tuned_model.id), "checkpoint": (TrainingCheckpoint, checkpoint.id),
         "own_base_model": (BaseModel, own_base.id),
+        "example_set": (ExampleSet, example_set.id), "template": (PromptTemplate, template.id),
     }
     snapshot = _snapshot(a_org, objects)
 

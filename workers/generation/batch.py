@@ -12,6 +12,7 @@ content hash are computed over the written shards at the end, as any version's a
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from lode.core.jobs.runner import JobContext
 
-CHUNK_ROWS = 256
+CHUNK_ROWS = int(os.environ.get("LODE_GENERATION_BATCH_CHUNK_ROWS", "256"))
 SAMPLE_REJECTS = 20
 
 

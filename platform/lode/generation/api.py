@@ -106,6 +106,7 @@ class PromptTemplateRenderApi(GenerationApiMixin, APIView):
 
     @extend_schema(request=TemplateRenderInput, responses=TemplateRenderOutput)
     def post(self, request, name):
+        prompts.template_get(tenant_id=self.tenant.id, name=name)  # 404 for a name the tenant does not have
         data = TemplateRenderInput(data=request.data)
         data.is_valid(raise_exception=True)
         spec = {"name": name, **{key: value for key, value in data.validated_data.items() if value is not None}}

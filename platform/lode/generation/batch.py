@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+
 from lode.core.errors import Conflict, NotFound, ValidationFailed
 from lode.core.models import Job
 from tenants.db_context import tenant_atomic
@@ -50,7 +52,7 @@ def generation_job_create(*, tenant_id: UUID | str, by: Any, model: Any, version
     with tenant_atomic(tenant_id):
         try:
             parent = DatasetVersion.objects.select_related("dataset").get(id=version_id)
-        except (DatasetVersion.DoesNotExist, ValueError, TypeError):
+        except (DatasetVersion.DoesNotExist, ValueError, TypeError, DjangoValidationError):
             raise NotFound("version: no such dataset version", details={"field": "version"}) from None
     if parent.status != DatasetVersion.Status.READY:
         raise Conflict(f"version: the version is {parent.status}; generation needs a ready version",
@@ -64,6 +66,9 @@ def generation_job_create(*, tenant_id: UUID | str, by: Any, model: Any, version
     readable = text_fields | extra
 
     frozen_template = None
+    if template is not None and input_field:
+        raise ValidationFailed("input_field: with a template, rows fill its variables; give one or the other",
+                               details={"field": "input_field"})
     if template is not None:
         use, constants = template_use(tenant_id=tenant_id, spec=template)
         unfilled = [name for name in use.shape.variables
@@ -75,9 +80,6 @@ def generation_job_create(*, tenant_id: UUID | str, by: Any, model: Any, version
         frozen_template = {"name": use.name, "version": use.version, "template": use.shape.template,
                            "system": use.shape.system, "defaults": use.shape.defaults, "constants": constants,
                            "examples": use.examples, "max_examples": use.max_examples}
-        if input_field:
-            raise ValidationFailed("input_field: with a template, rows fill its variables; give one or the other",
-                                   details={"field": "input_field"})
     else:
         input_field = input_field or DEFAULT_INPUT[parent.modality]
         if input_field not in readable and not (parent.modality == "chat" and input_field == "messages"):
