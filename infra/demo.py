@@ -188,6 +188,36 @@ def main() -> None:
                 pieces += [choice["delta"].get("content") or "" for choice in chunk.get("choices", [])]
     print(f"  streamed in {len([p for p in pieces if p])} pieces: {''.join(pieces)!r}")
 
+    step("A prompt template filled by the request, and a batch job that answers new questions into a synthetic version")
+    template_name = f"support-question-{int(time.time())}"
+    made = api.post(f"{base}/api/v1/prompt-templates", json={
+        "name": template_name, "template": "Question about my {{ topic }} number {{ number }}?"}, timeout=10)
+    if made.status_code != 201:
+        sys.exit(f"template refused: {made.status_code} {made.text}")
+    filled = api.post(f"{base}/v1/chat/completions", json={
+        "model": model["name"], "max_tokens": 24, "temperature": 0,
+        "template": {"name": template_name, "variables": {"topic": "warranty", "number": "7"}}}, timeout=180).json()
+    print(f"  template {template_name} v{filled['template']['version']}: {filled['choices'][0]['message']['content']!r}")
+    questions = "\n".join(json.dumps({"text": f"Question about my {topics[n % len(topics)]} number {300 + n}?"})
+                          for n in range(24))
+    asked = api.post(f"{base}/api/v1/datasets", json={"name": f"questions-{int(time.time())}", "modality": "text"},
+                     timeout=10).json()
+    asked_version = api.post(f"{base}/api/v1/datasets/{asked['id']}/uploads",
+                             files={"file": ("questions.jsonl", questions.encode(), "application/jsonl")}, timeout=60).json()
+    if follow_job(api, base, asked_version["job_id"])["state"] != "succeeded":
+        sys.exit("ingest failed")
+    batch = api.post(f"{base}/api/v1/generation-jobs", json={
+        "model": model["name"], "version": asked_version["id"], "output_field": "answer",
+        "params": {"max_tokens": 24, "temperature": 0}}, timeout=30)
+    if batch.status_code != 202:
+        sys.exit(f"generation job refused: {batch.status_code} {batch.text}")
+    if follow_job(api, base, batch.json()["id"], timeout=300)["state"] != "succeeded":
+        sys.exit("the generation job failed")
+    synthetic = api.get(f"{base}/api/v1/dataset-versions/{batch.json()['output_version']}", timeout=10).json()
+    sample = api.get(f"{base}/api/v1/dataset-versions/{synthetic['id']}/rows?limit=2", timeout=10).json()["rows"]
+    print(f"  version {synthetic['number']} ({synthetic['operation']}, synthetic: {synthetic['is_synthetic']}):"
+          f" {synthetic['row_count']} rows, e.g. {sample[0]['text']!r} -> {sample[0]['answer']!r}")
+
     step("An image from the tiny diffusion model (/v1/images/generations), fetched through a presigned URL")
     drawn = api.post(f"{base}/v1/images/generations", json={"model": "tiny-sd", "prompt": "a parcel on a doorstep",
                                                              "size": "64x64", "steps": 4, "seed": 7}, timeout=180)
