@@ -3,6 +3,7 @@ from django.contrib import admin
 from tenants.admin import PlatformReadOnlyAdmin
 
 from .models import Artifact, Job, JobEvent
+from .webhooks.models import WebhookDelivery, WebhookEndpoint
 
 
 class JobEventInline(admin.TabularInline):
@@ -36,3 +37,24 @@ class ArtifactAdmin(PlatformReadOnlyAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(PlatformReadOnlyAdmin):
+    list_display = ("url", "tenant", "is_active", "event_types", "created_at")
+    list_filter = ("is_active",)
+    list_select_related = ("tenant",)
+    search_fields = ("id", "url")
+    # The signing secrets are the tenant's: staff never see them.
+    exclude = ("secret", "previous_secret")
+    readonly_fields = [f.name for f in WebhookEndpoint._meta.fields if f.name not in {"secret", "previous_secret"}]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(PlatformReadOnlyAdmin):
+    list_display = ("event_type", "event_id", "tenant", "endpoint", "status", "attempts", "last_status_code",
+                    "created_at", "delivered_at")
+    list_filter = ("status", "event_type")
+    list_select_related = ("tenant", "endpoint")
+    search_fields = ("id", "event_id")
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]

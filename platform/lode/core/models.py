@@ -140,3 +140,7 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# The webhook tables belong to the core app; their models live with the rest of the mechanism.
+from .webhooks.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint  # noqa: E402,F401
