@@ -1,7 +1,7 @@
 """Dashboard page routes (server-rendered HTML; the API lives under /api/v1/)."""
 from django.urls import path
 
-from . import billing_views, dataset_views, training_views, views
+from . import billing_views, dataset_views, playground_views, training_views, views
 
 app_name = "dashboard"
 
@@ -23,6 +23,10 @@ urlpatterns = [
     path("fine-tunes/<uuid:job_id>/cancel/", training_views.FinetuneCancelView.as_view(), name="finetune-cancel"),
     path("models/", training_views.ModelRegistryView.as_view(), name="models"),
     path("models/<uuid:model_id>/", training_views.ModelDetailView.as_view(), name="model"),
+    # Generation
+    path("playground/", playground_views.PlaygroundView.as_view(), name="playground"),
+    path("playground/stream/", playground_views.PlaygroundStreamView.as_view(), name="playground-stream"),
+    path("playground/images/", playground_views.PlaygroundImagesView.as_view(), name="playground-images"),
     # Billing
     path("billing/", billing_views.BillingOverviewView.as_view(), name="billing"),
     path("billing/quotas/<int:quota_id>/delete/", billing_views.QuotaDeleteView.as_view(), name="billing-quota-delete"),

@@ -18,6 +18,8 @@ from .engine_client import engine_request
 
 MAX_TOKENS_LIMIT = 4096
 CHARS_PER_TOKEN = 4
+# Joins a chat's messages for the prompt check; a redacted text splits back on it.
+MESSAGE_SEPARATOR = "\n\u241e\n"
 
 
 @dataclass
@@ -26,19 +28,34 @@ class Verdict:
     flagged: bool = False
     categories: dict[str, float] = field(default_factory=dict)
     policy_version: int | None = None
+    action: str = "allow"  # allow | flag | block | redact
+    text: str | None = None  # the text to use instead (personal data redacted); None: as it was
+    held: bool = False  # a flagged output withheld until a reviewer releases it
+    item_id: str | None = None  # the moderation item a flag made
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "allowed": self.allowed, "flagged": self.flagged, "held": self.held,
+                "categories": self.categories, "policy_version": self.policy_version, "item_id": self.item_id}
 
 
-# The safety capability registers its check here (kind "prompt" or "output"); until it does, every
-# text passes.
+# The safety capability (lode.safety) registers its check here when its app is ready (kind
+# "prompt" or "output"); without one, every text passes.
 SAFETY_HOOKS: list[Callable[..., Verdict]] = []
 
 
-def safety_review(*, tenant_id: UUID | str, kind: str, text: str) -> Verdict:
+# Generated images routed to review by the policy (lode.safety registers it): hook(tenant_id=,
+# prompt=, prompt_flagged=, images=[PNG bytes], ref=, context=) -> per image None or {"item_id", "held"}.
+IMAGE_REVIEW_HOOKS: list[Callable[..., list]] = []
+
+
+def safety_review(*, tenant_id: UUID | str, kind: str, text: str, ref: str = "",
+                  context: dict[str, Any] | None = None) -> Verdict:
+    verdict = Verdict()
     for hook in SAFETY_HOOKS:
-        verdict = hook(tenant_id=tenant_id, kind=kind, text=text)
-        if not verdict.allowed or verdict.flagged:
+        verdict = hook(tenant_id=tenant_id, kind=kind, text=text, ref=ref, context=context)
+        if not verdict.allowed or verdict.flagged or verdict.text is not None:
             return verdict
-    return Verdict()
+    return verdict
 
 
 def size_class(parameter_count: int) -> str:
@@ -178,23 +195,32 @@ def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None
                 for m in messages):
             raise ValidationFailed("messages: a non-empty list of {role: system|user|assistant, content: text}",
                                    details={"field": "messages"})
-        text = "\n".join(message["content"] for message in messages)
+        text = MESSAGE_SEPARATOR.join(message["content"] for message in messages)
         payload_input: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
     else:
         if not isinstance(prompt, str) or not prompt:
             raise ValidationFailed("prompt: the text to continue", details={"field": "prompt"})
         text = prompt
         payload_input = {"prompt": prompt}
-    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=text)
+    completion_id = uuid.uuid4().hex
+    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=text, ref=completion_id,
+                            context={"model": served.name, "template": used})
     if not verdict.allowed:
         raise ValidationFailed("prompt: refused by the organization's safety policy",
-                               details={"field": "prompt", "categories": verdict.categories})
+                               details={"field": "prompt", "categories": verdict.categories,
+                                        "policy_version": verdict.policy_version})
+    if verdict.text is not None:  # personal data redacted before the model sees it
+        if chat:
+            parts = verdict.text.split(MESSAGE_SEPARATOR)
+            if len(parts) == len(payload_input["messages"]):
+                payload_input["messages"] = [{**m, "content": part} for m, part in zip(payload_input["messages"], parts)]
+        else:
+            payload_input["prompt"] = verdict.text
     size = size_class(served.parameter_count)
     usage_admit(tenant_id=tenant_id, estimate=[
         UsageEstimate(meter="input_tokens", dimension=size, quantity=Decimal(max(len(text) // CHARS_PER_TOKEN, 1))),
         UsageEstimate(meter="output_tokens", dimension=size, quantity=Decimal(clean["max_tokens"])),
     ])
-    completion_id = uuid.uuid4().hex
     payload = {"tenant_id": str(tenant_id), "base": served.base, "adapter": served.adapter, "params": clean,
                **payload_input}
     return Completion(id=completion_id, model=served, prompt_verdict=verdict, template=used,
@@ -229,12 +255,24 @@ def completion_text(completion: Completion, *, tenant_id: UUID | str) -> dict[st
             pieces.append(event["delta"])
     if done.get("finish_reason") == "error":
         raise ValidationFailed(f"generation: {done.get('error')}", details={"field": "prompt"})
-    text = "".join(pieces)
-    verdict = safety_review(tenant_id=tenant_id, kind="output", text=text)
-    if not verdict.allowed:
-        text = ""
-    return {"text": text, "finish_reason": done.get("finish_reason") if verdict.allowed else "content_filter",
+    text, verdict = output_review(completion, tenant_id=tenant_id, text="".join(pieces))
+    return {"text": text, "finish_reason": "content_filter" if verdict_withholds(verdict) else done.get("finish_reason"),
             "usage": done.get("usage") or {}, "verdict": verdict}
+
+
+def verdict_withholds(verdict: Verdict) -> bool:
+    return not verdict.allowed or verdict.held
+
+
+def output_review(completion: Completion, *, tenant_id: UUID | str, text: str) -> tuple[str, Verdict]:
+    """The output's verdict and the text to deliver: nothing when blocked or held for review, the
+    redacted text when the policy redacts."""
+    verdict = safety_review(tenant_id=tenant_id, kind="output", text=text, ref=completion.id,
+                            context={"model": completion.model.name, "template": completion.template,
+                                     "prompt": completion.prompt if completion.prompt is not None else completion.messages})
+    if verdict_withholds(verdict):
+        return "", verdict
+    return (verdict.text if verdict.text is not None else text), verdict
 
 
 # --- Images ---------------------------------------------------------------------------------------
@@ -271,13 +309,17 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
     clean = image_params_check(params or {})
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValidationFailed("prompt: the text to draw", details={"field": "prompt"})
-    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=prompt)
+    request_id = uuid.uuid4().hex
+    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=prompt, ref=request_id,
+                            context={"model": served.name, "kind": "image"})
     if not verdict.allowed:
         raise ValidationFailed("prompt: refused by the organization's safety policy",
-                               details={"field": "prompt", "categories": verdict.categories})
+                               details={"field": "prompt", "categories": verdict.categories,
+                                        "policy_version": verdict.policy_version})
+    if verdict.text is not None:
+        prompt = verdict.text
     size = size_class(served.parameter_count)
     usage_admit(tenant_id=tenant_id, estimate=[UsageEstimate(meter="images", dimension=size, quantity=Decimal(clean["n"]))])
-    request_id = uuid.uuid4().hex
     done = {}
     for event in engine_request({"kind": "image", "tenant_id": str(tenant_id), "base": served.base,
                                  "adapter": served.adapter, "prompt": prompt, "params": clean}):
@@ -290,4 +332,13 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
         usage_record(tenant_id=tenant_id, events=[UsageInput(
             meter="images", dimension=size, quantity=len(images), idempotency_key=f"generation:{request_id}:images",
             source_type="request", source_id=request_id)])
-    return {"id": request_id, "model": served.name, "images": images}
+    reviews: list = [None] * len(images)
+    for hook in IMAGE_REVIEW_HOOKS:
+        import base64
+
+        reviews = hook(tenant_id=tenant_id, prompt=prompt, prompt_flagged=verdict.flagged, ref=request_id,
+                       images=[base64.b64decode(image) for image in images], context={"model": served.name})
+    # A held image is not handed out: a reviewer releases it (or purges it) later.
+    images = [None if review and review.get("held") else image for image, review in zip(images, reviews)]
+    return {"id": request_id, "model": served.name, "images": images, "reviews": reviews,
+            "prompt_verdict": verdict}

@@ -223,7 +223,7 @@ class _CompletionApi(OpenAIApiView):
     def post(self, request):
         from django.utils import timezone
 
-        from .completions import SAFETY_HOOKS, completion_start, completion_text, safety_review
+        from .completions import SAFETY_HOOKS, completion_start, completion_text, output_review, verdict_withholds
 
         body = request.data if isinstance(request.data, dict) else {}
         # Lode's extension: `template` (a stored prompt template's name, or {name, variables,
@@ -250,7 +250,8 @@ class _CompletionApi(OpenAIApiView):
                        "logprobs": None} if self.chat else
                       {"index": 0, "text": result["text"], "finish_reason": finish, "logprobs": None})
             return Response({**head, "object": kind, "choices": [choice], "usage": _usage(result["usage"]),
-                             "system_fingerprint": None})
+                             "system_fingerprint": None,
+                             "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": result["verdict"].as_dict()}})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunk_kind = "chat.completion.chunk" if self.chat else "text_completion"
 
@@ -276,14 +277,17 @@ class _CompletionApi(OpenAIApiView):
                 pieces.append(event["delta"])
                 if not hold:
                     yield chunk(event["delta"], None)
-            verdict = safety_review(tenant_id=tenant_id, kind="output", text="".join(pieces))
-            if hold and verdict.allowed:
-                yield chunk("".join(pieces), None)
+            text, verdict = output_review(run, tenant_id=tenant_id, text="".join(pieces))
+            if hold and text:
+                yield chunk(text, None)
             if done.get("finish_reason") == "error":
                 yield _sse({"error": {"message": f"generation: {done.get('error')}", "type": "server_error",
                                       "param": None, "code": "generation_failed"}})
             else:
-                yield chunk(None, _finish(done) if verdict.allowed else "content_filter")
+                yield _sse({**head, "object": chunk_kind, "choices": [
+                    {"index": 0, **({"delta": {}} if self.chat else {"text": ""}),
+                     "finish_reason": "content_filter" if verdict_withholds(verdict) else _finish(done), "logprobs": None}],
+                    "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": verdict.as_dict()}})
                 if include_usage:
                     yield _sse({**head, "object": chunk_kind, "choices": [], "usage": _usage(done.get("usage") or {})})
             yield b"data: [DONE]\n\n"
@@ -342,12 +346,17 @@ class ImageGenerationApi(OpenAIApiView):
         drawn = images_generate(tenant_id=self.tenant.id, model=body.get("model"), prompt=body.get("prompt"),
                                 params=params)
         data = []
-        for number, encoded in enumerate(drawn["images"]):
+        for number, (encoded, review) in enumerate(zip(drawn["images"], drawn["reviews"])):
+            moderation = {"lode_moderation": review} if review else {}
+            if encoded is None:  # held for review
+                data.append({"b64_json": None, "url": None, "revised_prompt": None, **moderation})
+                continue
             if response_format == "b64_json":
-                data.append({"b64_json": encoded, "revised_prompt": None})
+                data.append({"b64_json": encoded, "revised_prompt": None, **moderation})
                 continue
             key = f"generated/{drawn['id']}/{number}.png"
             artifacts.object_put(tenant_id=self.tenant.id, key=key, data=base64.b64decode(encoded),
                                  content_type="image/png")
-            data.append({"url": artifacts.presigned_get_url(tenant_id=self.tenant.id, key=key), "revised_prompt": None})
+            data.append({"url": artifacts.presigned_get_url(tenant_id=self.tenant.id, key=key), "revised_prompt": None,
+                         **moderation})
         return Response({"created": int(timezone.now().timestamp()), "data": data})
