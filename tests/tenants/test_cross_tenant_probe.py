@@ -39,9 +39,12 @@ from lode.billing.selectors import period_bounds
 from lode.billing.services import invoice_close, quota_set
 from lode.core.jobs.services import job_create
 from lode.core.models import Artifact, Job
+from lode.core.webhooks.models import WebhookDelivery, WebhookEndpoint
+from lode.core.webhooks.services import webhook_endpoint_create, webhook_endpoint_test
 from lode.datasets.models import Dataset, DatasetVersion, Upload
 from lode.datasets.services import dataset_create, upload_direct
 from lode.generation.models import ExampleSet, PromptTemplate
+from lode.safety.models import ModerationItem
 from lode.training.models import BaseModel, TrainingCheckpoint, TunedModel
 from tenants.db_context import tenant_atomic
 from tenants.db_context import SETTINGS
@@ -76,6 +79,20 @@ ALLOWLIST: dict[str, str] = {
     "api/v1/billing/subscription": "changes the caller's own organization's plan; names no object (POST only)",
     "api/v1/billing/estimate": "prices usage for the caller's own organization; names no object (POST only)",
     "api/v1/billing/stripe/webhook": "Stripe's calls, proven by signature, not by a tenant; tested in tests/billing/test_stripe.py",
+    "api/v1/safety/check": "POST only: checks the texts in its body against the caller's own policy; names no object",
+    "api/v1/safety/items/claim": "POST only: claims from the caller's own queue (SKIP LOCKED); names no object",
+    "api/v1/safety/items/decisions": "POST only: the item ids in its body are looked up in the caller's tenant "
+                                     "(another tenant's are skipped as not found: tests/safety)",
+    "api/v1/safety/review-exports": "POST only: exports the caller's own reviews as a new dataset; names no object",
+    "api/v1/safety/escalations": "platform staff only (is_staff, signed in); every tenant's escalations by design",
+    "api/v1/safety/escalations/claim": "platform staff only (is_staff, signed in); names no object",
+    "api/v1/safety/escalations/<uuid:item_id>/decision": "platform staff only (is_staff, signed in), any tenant's "
+                                                          "escalated item by design; members get 403 (tests/safety)",
+    "v1/moderations": "POST only: checks the texts in its body against the caller's own policy; names no object",
+    "playground/stream/": "POST only; the model and template it names are looked up in the caller's tenant "
+                          "(another tenant's is a 404/400: tests/dashboard/test_playground_pages.py)",
+    "playground/images/": "POST only; the model it names is looked up in the caller's tenant "
+                          "(tests/dashboard/test_playground_pages.py)",
     "login/": "the dashboard sign-in form; no tenant yet",
     "logout/": "signs the session out; names no object",
     "signup/": "the dashboard sign-up form: creates a new user and organization",
@@ -267,6 +284,19 @@ def world(make_tenant, test_clients) -> World:
     template = template_create(tenant_id=a_org.id, by=a.user, name=prompt_name, template="Q: {{ question }}",
                                example_set=prompt_name)
 
+    # A's webhook endpoint and one delivery to it (the test event; not sent: this test never commits).
+    webhook_url = f"https://127.0.0.1:9/{_unique('a-hook')}"
+    webhook = webhook_endpoint_create(tenant_id=a_org.id, by=a.user, url=webhook_url, events=["*"]).endpoint
+    webhook_delivery = webhook_endpoint_test(tenant_id=a_org.id, by=a.user, endpoint_id=webhook.id)
+
+    # A's moderation item (a flagged output), made through the real check path.
+    from lode.safety.checks import texts_check
+    from lode.safety.services import policy_create
+
+    policy_create(tenant_id=a_org.id, by=a.user, blocklist=[{"kind": "term", "value": "a-secret-term"}],
+                  rules={"blocklist": {"threshold": 0.5, "action": "flag"}})
+    [flagged] = texts_check(tenant_id=a_org.id, texts=["tenant A's a-secret-term output"], source="output")
+
     # A second member of A, who signed up with an organization of their own.
     member = user_signup(email=f"{_unique('member-a')}@example.com", password="a long test password 1",
                          organization_name=_unique("Member's own"))
@@ -293,6 +323,8 @@ def world(make_tenant, test_clients) -> World:
         "fine_tuning_job_id": f"ftjob-{finetune.id.hex}",
         "model": tuned_model.name,
         "name": prompt_name,  # a prompt template and an example set
+        "item_id": flagged.item_id,
+        "endpoint_id": str(webhook.id),  # a webhook endpoint
         "unknown_route": "no-such-route",  # /v1/'s catch-all: a 404 for A's path as for any other
     }
     a_memberships = rows(Membership, a_org.id, organization_id=a_org.id)
@@ -301,6 +333,7 @@ def world(make_tenant, test_clients) -> World:
         str(a_org.id), a_org.slug, a_org.name, artifact_name, a_key.prefix,
         str(a.user.id), a.user.email, str(member.user.id), member.user.email, pending.invitation.email,
         str(joined.invitation.id), *(str(m.id) for m in a_memberships),
+        webhook_url, webhook_delivery.event_id, str(webhook_delivery.id),
     }
     objects = {
         "job": (Job, job.id), "finetune": (Job, finetune.id), "artifact": (Artifact, artifact_id), "api_key": (ApiKey, a_key.id),
@@ -311,6 +344,8 @@ def world(make_tenant, test_clients) -> World:
         "tuned_model": (TunedModel, tuned_model.id), "checkpoint": (TrainingCheckpoint, checkpoint.id),
         "own_base_model": (BaseModel, own_base.id),
         "example_set": (ExampleSet, example_set.id), "template": (PromptTemplate, template.id),
+        "moderation_item": (ModerationItem, flagged.item_id),
+        "webhook_endpoint": (WebhookEndpoint, webhook.id), "webhook_delivery": (WebhookDelivery, webhook_delivery.id),
     }
     snapshot = _snapshot(a_org, objects)
 

@@ -41,6 +41,9 @@ NO_AREA: dict[str, str] = {
     "api/v1/schema": "the OpenAPI description",
     "api/v1/docs": "the API documentation page",
     "v1/<path:unknown_route>": "the OpenAI-compatible API's 404 for paths that are no route; reads nothing",
+    "api/v1/safety/escalations": "platform staff only (is_staff, signed in), across tenants: tests/safety",
+    "api/v1/safety/escalations/claim": "platform staff only (is_staff, signed in), across tenants: tests/safety",
+    "api/v1/safety/escalations/<uuid:item_id>/decision": "platform staff only (is_staff, signed in): tests/safety",
 }
 # Dashboard routes that are not pages of an organization, with the reason they declare nothing.
 DASHBOARD_OPEN: dict[str, str] = {

@@ -440,3 +440,9 @@ OPERATIONS = {
     "split": _split,
     "augment": _augment,
 }
+
+
+def operation_run_register(name: str, run) -> None:
+    """Another capability's operation: `run(ctx, parent, modality, options, writer)` returns
+    (report, extra columns), as the ones above."""
+    OPERATIONS[name] = run

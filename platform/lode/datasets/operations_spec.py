@@ -74,6 +74,8 @@ def operation_params_validate(operation: str, params: dict[str, Any], *, modalit
     unknown = sorted(set(params) - known)
     if unknown:
         raise _fail(unknown[0], "unknown parameter")
+    if operation in PLUGGED:
+        return PLUGGED[operation](params, shape)
     if operation == "normalise":
         chinese = params.get("chinese")
         if chinese not in (None, "s2t", "t2s"):
@@ -144,3 +146,12 @@ KNOWN: dict[str, set[str]] = {
     "split": {"ratios", "seed", "stratify"},
     "augment": {"ops", "copies", "seed", "rate", "fields"},
 }
+
+# Operations other capabilities contribute (lode.safety's "safety_filter"): their parameters'
+# check, given (params, modality); their work is registered in jobs.OPERATIONS.
+PLUGGED: dict[str, Any] = {}
+
+
+def operation_register(name: str, *, known: set[str], validate) -> None:
+    KNOWN[name] = set(known)
+    PLUGGED[name] = validate

@@ -72,5 +72,5 @@ class MultipartCompleteInput(serializers.Serializer):
 
 
 class OperationInput(serializers.Serializer):
-    operation = serializers.ChoiceField(choices=sorted(KNOWN))
+    operation = serializers.CharField(max_length=40, help_text="normalise, filter, dedup_exact, dedup_near, pii_redact, split, augment, safety_filter")
     params = serializers.DictField(required=False, default=dict)

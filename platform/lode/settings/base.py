@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "lode.billing",
     "lode.datasets",
     "lode.generation",
+    "lode.safety",
     "lode.dashboard",
 ]
 
@@ -283,6 +284,30 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "options": {"queue": "cpu", "expires": 600.0},
     },
+}
+
+# --- Webhooks to tenants (lode/core/webhooks/README.md) ----------------------------------------------
+# One POST's time limit, per address tried; the receiver should answer 2xx at once and work later.
+WEBHOOK_TIMEOUT_SECONDS = env_int("LODE_WEBHOOK_TIMEOUT_SECONDS", 5)
+# Attempts in all, the first included; then the delivery is failed.
+WEBHOOK_MAX_ATTEMPTS = env_int("LODE_WEBHOOK_MAX_ATTEMPTS", 6)
+# The wait after the 1st, 2nd, … failed attempt (the last value repeats): 30 s, 2 min, 10 min, 1 h, 6 h.
+WEBHOOK_RETRY_SCHEDULE_SECONDS = [
+    float(value) for value in env_list("LODE_WEBHOOK_RETRY_SCHEDULE_SECONDS", ["30", "120", "600", "3600", "21600"])
+]
+# A pending delivery this overdue lost its Celery message; the redispatcher (beat) sends it again.
+WEBHOOK_REDISPATCH_AFTER_SECONDS = env_int("LODE_WEBHOOK_REDISPATCH_AFTER_SECONDS", 300)
+# After a rotation the old secret still signs (a second v1) this long, unless the rotation says otherwise.
+WEBHOOK_PREVIOUS_SECRET_TTL_SECONDS = env_int("LODE_WEBHOOK_PREVIOUS_SECRET_TTL_SECONDS", 24 * 3600)
+# Lets endpoints be loopback addresses (http://127.0.0.1, localhost): development and tests only
+# (DEBUG allows it too). Private, link-local and other non-public addresses are always refused.
+WEBHOOKS_ALLOW_LOCALHOST = env_bool("LODE_WEBHOOKS_ALLOW_LOCALHOST", False)
+# Task modules outside an app's tasks.py, which autodiscovery does not find.
+CELERY_IMPORTS = ["lode.core.webhooks.tasks"]
+CELERY_BEAT_SCHEDULE["redispatch-webhooks"] = {
+    "task": "lode.core.webhooks.redispatch",
+    "schedule": 60.0,
+    "options": {"queue": "cpu", "expires": 60.0},
 }
 
 # --- Datasets -------------------------------------------------------------------------------------

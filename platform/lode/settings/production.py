@@ -10,6 +10,7 @@ from .base import (
     METRICS_TOKEN,
     S3_ACCESS_KEY_ID,
     SECRET_KEY,
+    WEBHOOKS_ALLOW_LOCALHOST,
 )
 from .env import env_bool, env_int
 
@@ -30,6 +31,9 @@ if not METRICS_TOKEN:
     problems.append("LODE_METRICS_TOKEN must be set (Prometheus sends it as a bearer token)")
 if S3_ACCESS_KEY_ID == INSECURE_S3_ACCESS_KEY_ID:
     problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set")
+if WEBHOOKS_ALLOW_LOCALHOST:
+    # Tenants' webhook URLs could then reach services on the platform's own hosts.
+    problems.append("LODE_WEBHOOKS_ALLOW_LOCALHOST must be false")
 if problems:
     raise ImproperlyConfigured("Refusing to start with insecure settings: " + "; ".join(problems))
 

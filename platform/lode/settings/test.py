@@ -49,4 +49,9 @@ STORAGES = {
 }
 # Short job timings so reconciler behaviour is observable within a test.
 JOB_HEARTBEAT_SECONDS = 1
+# Webhook receivers in tests are local http.server threads, and retries come quickly.
+WEBHOOKS_ALLOW_LOCALHOST = True
+WEBHOOK_TIMEOUT_SECONDS = 3
+WEBHOOK_MAX_ATTEMPTS = 4
+WEBHOOK_RETRY_SCHEDULE_SECONDS = [0.5, 0.5, 1.0]
 assert not is_set("LODE_PRODUCTION"), "test settings must never run in production"

@@ -27,6 +27,9 @@ from .models import BaseModel, BaseModelSource, TrainingCheckpoint, TunedModel
 logger = logging.getLogger(__name__)
 
 BASE_MODELS_PREFIX = "base-models"
+# Called by finetune_create with (tenant_id=, task=, versions=[train, validation?]) before the job
+# is written; see lode.safety.training_data.
+ADMISSION_CHECKS: list = []
 
 
 def base_model_artifact_prefix(*, name: str) -> str:
@@ -186,6 +189,10 @@ def finetune_create(
         raise _field_error("gpus", "text_to_image fine-tunes run on one GPU")
     if not isinstance(suffix, str) or len(suffix) > 40 or (suffix and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", suffix)):
         raise _field_error("suffix", "up to 40 lowercase letters, digits and hyphens")
+    # Checks other capabilities add (lode.safety: the share of flagged training rows against the
+    # tenant's policy); each raises a 4xx with its report to refuse.
+    for check in ADMISSION_CHECKS:
+        check(tenant_id=tenant_id, task=task, versions=[version for version in (train, validation) if version is not None])
     # Characters to train on: the sampled mean length times the rows (the stored bytes without stats).
     mean_chars = (((train.stats or {}).get("sample") or {}).get("chars") or {}).get("mean")
     train_chars = int(mean_chars * train.row_count) if mean_chars else int(train.size_bytes)

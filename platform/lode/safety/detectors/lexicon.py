@@ -1,0 +1,296 @@
+"""The lexicon detector: the project's term lists (lexicons/zh, lexicons/en) plus a tenant's own
+terms, scored with a little context so that news, medical and legal text is not flagged.
+
+Chinese is matched on jieba tokens: every Chinese term is added to jieba's dictionary, so a
+multi-character term segments as one token, and a term matches only where it starts and ends on
+token boundaries ("杀人" does not match inside "抹杀/人性"). Segmenting is the expensive part, so a
+text is segmented only when one trie regex over all Chinese terms finds a candidate in it, and
+only the clause around each candidate. English terms are matched case-insensitively on word
+boundaries by one trie regex.
+
+Score of a hit = the term's weight (1 unless the lexicon says lower), + INTENT_BONUS when the text
+carries an intent cue ("how to", "where can I buy", "教我", "出售", "我要"), - DESCRIPTIVE_PENALTY when
+it carries a descriptive cue ("patient", "defendant", "据报道", "患者"), clipped to [0, 1]. A term of
+weight 0.4 ("cocaine", "炸弹") therefore stays under the default threshold alone and crosses it
+with intent; a weight-1 term ("kill myself", "操你妈") stays over it even in descriptive text.
+Chinese abuse, and Chinese threats addressed to "你", also score as toxicity (the English
+toxicity model does not read Chinese)."""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import CATEGORIES, Detector, Finding, TextScores, has_cjk, trie_pattern
+
+LEXICON_DIR = Path(__file__).resolve().parents[1] / "lexicons"
+ZH_CATEGORIES = ("abuse", "sexual", "violence", "self_harm", "illegal_goods", "extremism")
+EN_CATEGORIES = ("sexual", "violence", "self_harm", "illegal_goods", "extremism")
+TENANT_WEIGHT = 1.0  # a tenant's own term is harmful on its own: that is why they added it
+INTENT_BONUS = 0.45
+DESCRIPTIVE_PENALTY = 0.35
+MAX_TOKENS_PER_TERM = 4  # a term may cover up to this many jieba tokens
+
+# Intent: the writer wants to do, get or teach the thing. Some cues matter for one category only.
+_EN_INTENT = re.compile(
+    r"\b(?:how (?:do|can|could|would|should|to) (?:i|we|you|one)?|how to|where (?:can|do|could|to) (?:i|we|you)?\s*"
+    r"(?:buy|get|find|order|score)|teach me|show me how|tell me how|step[- ]by[- ]step|instructions (?:for|to)|"
+    r"i (?:want|need|plan|intend) to|i'?m (?:going|gonna|about) to|i am (?:going|about) to|i'?ll|i will|gonna|"
+    r"let'?s|help me|recipe for|dm me|hmu|for sale|selling|buy(?:ing)?|sell|cheap|discreet|stealth shipping|"
+    r"ships? (?:fast|worldwide|overnight)|telegram|wickr|join us|join the|we must|we need to|should all|"
+    r"i (?:just )?(?:feel|think) (?:like|about)|thinking (?:about|of)|i'?ve been (?:thinking|planning)|"
+    r"(?:best|easiest|quickest|fastest|cheapest|safest) way to|looking for a plug|plug for|hook me up|who sells|"
+    r"anyone selling|we should|support (?:the|our)|send money|donate to|want to|wanna)\b",
+    re.IGNORECASE,
+)
+_ZH_INTENT = re.compile(
+    r"怎么|怎样|如何|哪里(?:能|可以|有)?(?:买|弄|搞|找)|哪儿|教我|教程|步骤|方法|配方|求购|出售|有货|现货|价格|多少钱|"
+    r"联系|加微|加V|加v|微信|私聊|私信|包邮|货到付款|我要|我想|我会|我准备|我打算|老子|你等着|信不信|给我|帮我|"
+    r"一起去|号召|加入|必须|应该|求个|求一个|求资源|有没有"
+)
+# Descriptive: medicine, law, news, history, research, prevention.
+_EN_DESCRIPTIVE = re.compile(
+    r"\b(?:patients?|doctors?|nurses?|hospital|clinic|clinical|diagnos\w*|treated|treatment|surgery|symptoms?|"
+    r"therap\w+|prevention|hotline|helpline|crisis line|lifeline|awareness|research\w*|study|studies|statistics|"
+    r"reported|reports?|according to|police|officers?|arrested|charged|defendant|prosecut\w+|court|judge|jury|"
+    r"trial|convicted|sentenced|verdict|lawsuit|legislation|illegal to|history|historians?|century|"
+    r"novel|film|movie|documentary|museum|article|news|journalists?|victims?|survivors?|died by|seized|"
+    r"crackdown|counterterrorism|de-?radicali\w+|screening|addiction|rehab\w*|recovery|withdrawal|officials|"
+    r"authorities|warned|dispos(?:e|al)|take-back)\b",
+    re.IGNORECASE,
+)
+_ZH_DESCRIPTIVE = re.compile(
+    r"患者|病人|医生|医院|治疗|诊断|症状|抢救|警方|公安|民警|据报道|报道|新闻|记者|法院|被告|判处|判决|指控|涉嫌|"
+    r"犯罪嫌疑人|检察|刑法|法律|依法|打击|禁毒|缉毒|查获|历史|战争|世纪|年代|纪念|研究|调查|统计|预防|干预|热线|"
+    r"心理咨询|科普|小说|电影|剧情|纪录片|博物馆|遇难|受害者|戒毒|康复|严禁|违法|举报|分析|论文|学者|专家|报告|课程"
+)
+_ZH_SECOND_PERSON = re.compile(r"你|妳|您")
+_EN_YOU = re.compile(r"\b(?:you|your|you're|youre|ya|u)\b", re.IGNORECASE)
+# A threat at the reader: the writer's future act and a "you" ("I'll find you", "I'm coming for you").
+_EN_THREAT_AT_YOU = re.compile(r"\b(?:i'?ll|i will|i'?m going to|i am going to|i'?m gonna|gonna|i'?m coming)\b.{0,60}?"
+                               r"\b(?:you|your|ya|u)\b", re.IGNORECASE)
+_ZH_THREAT_AT_YOU = re.compile(r"(?:我|老子).{0,12}?你|你等着|信不信")
+# Self-harm is about the writer: a first-person text is a cue for that category only.
+_EN_FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'd|me|my|myself)\b", re.IGNORECASE)
+_ZH_FIRST_PERSON = re.compile(r"我")
+_ZH_CLAUSE_BREAK = re.compile(r"[。！？!?；;\n]")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Term:
+    category: str
+    weight: float
+    also: str = ""  # a second category the hit scores in (a hate slogan is toxicity as well as extremism)
+
+
+def lexicon_load(language: str, category: str) -> list[tuple[str, float, str]]:
+    """(term, weight, also-category) of one shipped lexicon file (lines `term|weight|also`, the
+    last two optional); [] when the file does not exist."""
+    path = LEXICON_DIR / language / f"{category}.txt"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        term, _, rest = line.partition("|")
+        weight, _, also = rest.partition("|")
+        out.append((term.strip(), float(weight) if weight.strip() else 1.0, also.strip()))
+    return out
+
+
+# --- jieba: one segmenter per process ------------------------------------------------------------
+
+_segmenter_lock = threading.Lock()
+_segmenter_words: set[str] = set()
+
+
+def _cache_dir() -> Path:
+    """Where jieba keeps its prefix-dictionary cache: the project's state folder when Django is
+    configured, else a folder of its own under the system temporary directory."""
+    folder = None
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            folder = Path(settings.STATE_DIR) / "jieba"
+    except Exception:  # Django missing or its settings broken: detectors still work without it
+        folder = None
+    if folder is None:
+        folder = Path(tempfile.gettempdir()) / "lode-jieba"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="lode-jieba-"))
+    return folder
+
+
+@functools.cache
+def segmenter():
+    """The process's jieba tokenizer, initialised once (its dictionary cache in _cache_dir())."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    tokenizer.tmp_dir = str(_cache_dir())
+    tokenizer.initialize()
+    return tokenizer
+
+
+def segmenter_add_words(words: Iterable[str]) -> None:
+    """Adds terms to the shared segmenter's dictionary so that each segments as one token. Tenants'
+    terms go into the same process-wide dictionary: that only changes where jieba cuts, never
+    what another tenant's detector matches (each detector matches its own term table)."""
+    tokenizer = segmenter()
+    with _segmenter_lock:
+        for word in words:
+            if word not in _segmenter_words:
+                # A frequency high enough that jieba keeps the term whole against its own words.
+                tokenizer.add_word(word, freq=max(tokenizer.suggest_freq(word, tune=False), 1000))
+                _segmenter_words.add(word)
+
+
+def segment(text: str) -> list[tuple[str, int, int]]:
+    """(token, start, end) for the text; no HMM (it would merge unknown characters into new words
+    across a term's boundary)."""
+    out = []
+    position = 0
+    for token in segmenter().cut(text, HMM=False):
+        out.append((token, position, position + len(token)))
+        position += len(token)
+    return out
+
+
+# --- the detector ------------------------------------------------------------------------------------
+
+
+def _clip(value: float) -> float:
+    return 0.0 if value < 0 else 1.0 if value > 1 else round(value, 4)
+
+
+class LexiconDetector(Detector):
+    name = "lexicon"
+    categories = tuple(dict.fromkeys(ZH_CATEGORIES + EN_CATEGORIES + ("toxicity",)))
+    fast = True
+
+    def __init__(self, *, extra_terms: Sequence[tuple[str, str]] = ()):
+        self.zh: dict[str, list[Term]] = {}
+        self.en: dict[str, list[Term]] = {}
+        for category in ZH_CATEGORIES:
+            for term, weight, also in lexicon_load("zh", category):
+                self._add(self.zh, term, Term(category, weight, also))
+        for category in EN_CATEGORIES:
+            for term, weight, also in lexicon_load("en", category):
+                self._add(self.en, self._en_key(term), Term(category, weight, also))
+        for category, term in extra_terms:
+            if category not in CATEGORIES:
+                raise ValueError(f"unknown category {category!r} for term {term!r}")
+            term = term.strip()
+            if not term:
+                continue
+            if has_cjk(term):
+                self._add(self.zh, term, Term(category, TENANT_WEIGHT))
+            else:
+                self._add(self.en, self._en_key(term), Term(category, TENANT_WEIGHT))
+        segmenter_add_words(self.zh)
+        zh_pattern = trie_pattern(sorted(self.zh))
+        self._zh_candidates = re.compile(zh_pattern) if zh_pattern else None
+        en_pattern = trie_pattern(sorted(self.en))
+        self._en_terms = re.compile(rf"(?<![\w'])(?:{en_pattern})(?![\w'])", re.IGNORECASE) if en_pattern else None
+
+    @staticmethod
+    def _en_key(term: str) -> str:
+        return " ".join(term.lower().split())
+
+    @staticmethod
+    def _add(table: dict[str, list[Term]], term: str, entry: Term) -> None:
+        entries = table.setdefault(term, [])
+        entries[:] = [e for e in entries if e.category != entry.category] + [entry]
+
+    def detect(self, texts: Sequence[str]) -> list[TextScores]:
+        return [self._one(text) for text in texts]
+
+    def _one(self, text: str) -> TextScores:
+        result = TextScores()
+        if not text:
+            return result
+        if self._en_terms is not None:
+            matches = list(self._en_terms.finditer(text))
+            if matches:
+                intent = _EN_INTENT.search(text) is not None
+                descriptive = _EN_DESCRIPTIVE.search(text) is not None
+                threat_at_you = _EN_THREAT_AT_YOU.search(text) is not None
+                first_person = _EN_FIRST_PERSON.search(text) is not None
+                for match in matches:
+                    for entry in self.en.get(self._en_key(match.group()), ()):
+                        cue = intent or (first_person and entry.category == "self_harm")
+                        score = _clip(entry.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
+                        if score > 0:
+                            addressed = threat_at_you or _EN_YOU.search(match.group()) is not None
+                            self._hit(result, entry, score, match.group(), match.start(), match.end(), addressed)
+        if self._zh_candidates is not None and self._zh_candidates.search(text):
+            self._zh(text, result)
+        return result
+
+    def _zh(self, text: str, result: TextScores) -> None:
+        intent = _ZH_INTENT.search(text) is not None
+        descriptive = _ZH_DESCRIPTIVE.search(text) is not None
+        seen: set[tuple[int, int]] = set()
+        # Segment only the clauses holding a candidate (a long text is cut once per such clause).
+        breaks = [0] + [m.end() for m in _ZH_CLAUSE_BREAK.finditer(text)] + [len(text)]
+        clauses = sorted({(breaks[i], breaks[i + 1]) for m in self._zh_candidates.finditer(text)
+                          for i in [self._clause_index(breaks, m.start())]})
+        for start, end in clauses:
+            clause = text[start:end]
+            tokens = segment(clause)
+            # An insult aimed at someone ("你这个废物") is abuse; the same word alone may not be ("废物利用").
+            abuse_intent = intent or _ZH_SECOND_PERSON.search(clause) is not None
+            threat_at_you = _ZH_THREAT_AT_YOU.search(clause) is not None
+            first_person = _ZH_FIRST_PERSON.search(clause) is not None
+            for first in range(len(tokens)):
+                joined = ""
+                for last in range(first, min(first + MAX_TOKENS_PER_TERM, len(tokens))):
+                    joined += tokens[last][0]
+                    entries = self.zh.get(joined)
+                    if not entries:
+                        continue
+                    span = (start + tokens[first][1], start + tokens[last][2])
+                    if span in seen:
+                        continue
+                    seen.add(span)
+                    for entry in entries:
+                        cue = (abuse_intent if entry.category == "abuse" else
+                               intent or first_person if entry.category == "self_harm" else intent)
+                        score = _clip(entry.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
+                        if score > 0:
+                            addressed = threat_at_you or "你" in joined
+                            self._hit(result, entry, score, joined, span[0], span[1], addressed)
+
+    def _hit(self, result: TextScores, entry: Term, score: float, term: str, start: int, end: int,
+             addressed: bool) -> None:
+        result.add(Finding(entry.category, score, self.name, term, start, end))
+        # Toxicity covers insults and threats aimed at someone: Chinese abuse, a violent term in a
+        # text addressed to "you", and terms the lexicon marks (hate slogans).
+        if entry.category == "abuse" or (entry.category == "violence" and addressed) or entry.also == "toxicity":
+            result.add(Finding("toxicity", score, self.name, term, start, end))
+        elif entry.also:
+            result.add(Finding(entry.also, score, self.name, term, start, end))
+
+    @staticmethod
+    def _clause_index(breaks: list[int], position: int) -> int:
+        low, high = 0, len(breaks) - 2
+        while low < high:  # the last clause whose start is <= position
+            middle = (low + high + 1) // 2
+            if breaks[middle] <= position:
+                low = middle
+            else:
+                high = middle - 1
+        return low
