@@ -264,8 +264,8 @@ def _hook(blocked_word: str):
     "review" for a reviewer, redacts a phone number."""
 
     def review(*, tenant_id, kind, text, **context):
-        if kind != "output":
-            return completions.Verdict(policy_version=4)
+        if kind != "output":  # the prompt's verdict: the policy releases an answer after its verdict
+            return completions.Verdict(policy_version=4, stream="end")
         if blocked_word in text:
             return completions.Verdict(allowed=False, flagged=True, categories={"violence": 0.93}, policy_version=4,
                                        action="block")

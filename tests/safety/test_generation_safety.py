@@ -131,3 +131,31 @@ def test_moderations_answer_in_openais_shape_with_the_official_client(live_serve
     with pytest.raises(openai.BadRequestError) as caught:
         client.moderations.create(input=[])
     assert caught.value.body["param"] == "input"
+
+
+def test_a_streamed_answer_is_released_as_the_policy_says_and_a_blocked_part_never_shows(safety_tenant):
+    from lode.generation.completions import Completion, ServedModel, completion_stream
+    from lode.safety.services import policy_create
+
+    def scripted(mode: str) -> Completion:
+        """A completion whose text arrives in these pieces (the engine's part is tested elsewhere)."""
+        events = iter([{"delta": "Hello there. "}, {"delta": "This is fine. "}, {"delta": "A zorblax is bad. "},
+                       {"delta": "More."}, {"done": True, "finish_reason": "stop", "usage": {}}])
+        run = Completion(id="scripted", model=ServedModel(name="tiny", base={}, adapter=None, parameter_count=1,
+                                                           owned_by="lode"), events=events, prompt_verdict=None)
+        run.prompt_verdict = type("V", (), {"stream": mode})()
+        return run
+
+    policy_create(tenant_id=safety_tenant.id, by=safety_tenant.user,
+                  blocklist=[{"kind": "term", "category": "blocklist", "value": "zorblax"}], stream_release="sentences")
+    sentences = list(completion_stream(scripted("sentences"), tenant_id=safety_tenant.id))
+    deltas = [item[1] for item in sentences if item[0] == "delta"]
+    assert deltas == ["Hello there. This is fine. "]  # checked and released before the end
+    assert sentences[-1][0] == "done" and sentences[-1][3] == "content_filter" and sentences[-1][2].action == "block"
+    ended = list(completion_stream(scripted("end"), tenant_id=safety_tenant.id))
+    assert [item for item in ended if item[0] == "delta"] == []
+    assert ended[-1][3] == "content_filter"
+    # The policy's mode reaches a request through the prompt's verdict.
+    from lode.generation.completions import safety_review
+
+    assert safety_review(tenant_id=safety_tenant.id, kind="prompt", text="Hello").stream == "sentences"

@@ -210,31 +210,20 @@ class PlaygroundStreamView(PlaygroundActionView):
 def _answer_events(run: completions.Completion, *, tenant_id: Any) -> Iterator[bytes]:
     yield _event("start", {"id": run.id, "model": run.model.name, "template": run.template})
     yield _event("verdict", verdict_data(run.prompt_verdict))
-    # With a safety check registered, text is held until the output's verdict (a blocked output
-    # is never sent); without one it streams as it is produced.
-    hold = bool(completions.SAFETY_HOOKS)
-    pieces: list[str] = []
-    done: dict[str, Any] = {}
+    # Released as completions.completion_stream allows (as produced, after the output's verdict,
+    # or sentence by sentence, by the tenant's policy).
     try:
-        for event in run.events:
-            if event.get("done"):
-                done = event
-                break
-            pieces.append(event["delta"])
-            if not hold:
-                yield _event("delta", {"text": event["delta"]})
+        for kind, *rest in completions.completion_stream(run, tenant_id=tenant_id):
+            if kind == "delta":
+                yield _event("delta", {"text": rest[0]})
+            elif kind == "error":
+                yield _event("error", {"message": rest[0], "field": "prompt", "status": 400})
+                return
+            else:
+                done, verdict, finish = rest
     except LodeError as exc:  # the server did not answer in time (503)
         yield _event("error", _error_data(exc))
         return
-    if done.get("finish_reason") == "error":
-        yield _event("error", {"message": f"generation: {done.get('error')}", "field": "prompt", "status": 400})
-        return
-    # Nothing when the output is blocked or held until a reviewer releases it; the redacted text
-    # when the policy redacts.
-    text, verdict = completions.output_review(run, tenant_id=tenant_id, text="".join(pieces))
-    if hold and text:
-        yield _event("delta", {"text": text})
-    finish = "content_filter" if completions.verdict_withholds(verdict) else done.get("finish_reason")
     yield _event("done", {"finish_reason": finish, "usage": _usage(done.get("usage") or {}),
                           "verdict": verdict_data(verdict)})
 

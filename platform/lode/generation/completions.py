@@ -32,6 +32,10 @@ class Verdict:
     text: str | None = None  # the text to use instead (personal data redacted); None: as it was
     held: bool = False  # a flagged output withheld until a reviewer releases it
     item_id: str | None = None  # the moderation item a flag made
+    # How a streamed output is released (a prompt's verdict says it for the answer): "live" as it
+    # is produced (no safety check registered), "end" only after the output's verdict, "sentences"
+    # sentence by sentence, each released once the text up to it passes the check.
+    stream: str = "live"
 
     def as_dict(self) -> dict[str, Any]:
         return {"action": self.action, "allowed": self.allowed, "flagged": self.flagged, "held": self.held,
@@ -258,6 +262,53 @@ def completion_text(completion: Completion, *, tenant_id: UUID | str) -> dict[st
     text, verdict = output_review(completion, tenant_id=tenant_id, text="".join(pieces))
     return {"text": text, "finish_reason": "content_filter" if verdict_withholds(verdict) else done.get("finish_reason"),
             "usage": done.get("usage") or {}, "verdict": verdict}
+
+
+STREAM_BOUNDARIES = ".!?。！？\n"
+STREAM_MIN_CHARS = 24
+STREAM_MAX_CHARS = 240
+
+
+def completion_stream(completion: Completion, *, tenant_id: UUID | str) -> Iterator[tuple[str, Any]]:
+    """A completion's text as it may be delivered: ("delta", text)…, then ("done", done event,
+    output verdict, finish reason) or ("error", message). How much is held back follows the
+    prompt verdict's `stream` mode: live (no check registered), end (nothing before the
+    output's verdict: a blocked or held output never shows a token), or sentences (the text up
+    to a sentence end is released once it passes a check; after a check that does not pass,
+    nothing more is released until the final verdict). The final verdict is recorded as for a
+    whole answer."""
+    mode = completion.prompt_verdict.stream if SAFETY_HOOKS else "live"
+    released, pending, done = "", "", {}
+    checking = mode == "sentences"
+    for event in completion.events:
+        if event.get("done"):
+            done = event
+            break
+        if mode == "live":
+            yield "delta", event["delta"]
+            released += event["delta"]
+            continue
+        pending += event["delta"]
+        if checking and len(pending) >= STREAM_MIN_CHARS and (
+                any(mark in event["delta"] for mark in STREAM_BOUNDARIES) or len(pending) >= STREAM_MAX_CHARS):
+            partial = safety_review(tenant_id=tenant_id, kind="output_partial", text=released + pending)
+            if partial.action == "allow":
+                yield "delta", pending
+                released, pending = released + pending, ""
+            else:
+                checking = False  # hold the rest for the final verdict
+    if done.get("finish_reason") == "error":
+        yield "error", f"generation: {done.get('error')}"
+        return
+    if mode == "live":
+        text, verdict = output_review(completion, tenant_id=tenant_id, text=released)
+        yield "done", done, verdict, "content_filter" if verdict_withholds(verdict) else done.get("finish_reason")
+        return
+    text, verdict = output_review(completion, tenant_id=tenant_id, text=released + pending)
+    if text.startswith(released) and len(text) > len(released):
+        yield "delta", text[len(released):]
+    withheld = verdict_withholds(verdict) or not text.startswith(released)
+    yield "done", done, verdict, "content_filter" if withheld else done.get("finish_reason")
 
 
 def verdict_withholds(verdict: Verdict) -> bool:

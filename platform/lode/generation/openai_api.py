@@ -210,7 +210,7 @@ def _usage(usage: dict) -> dict:
 
 
 def _finish(event: dict) -> str:
-    return {"stop": "stop", "length": "length"}.get(event.get("finish_reason"), "stop")
+    return {"stop": "stop", "length": "length", "content_filter": "content_filter"}.get(event.get("finish_reason"), "stop")
 
 
 class _CompletionApi(OpenAIApiView):
@@ -223,7 +223,7 @@ class _CompletionApi(OpenAIApiView):
     def post(self, request):
         from django.utils import timezone
 
-        from .completions import SAFETY_HOOKS, completion_start, completion_text, output_review, verdict_withholds
+        from .completions import completion_start, completion_stream, completion_text
 
         body = request.data if isinstance(request.data, dict) else {}
         # Lode's extension: `template` (a stored prompt template's name, or {name, variables,
@@ -264,32 +264,24 @@ class _CompletionApi(OpenAIApiView):
             return _sse({**head, "object": chunk_kind, "choices": [choice]})
 
         def stream():
-            # With a safety check registered, text is held until the output's verdict (a blocked
-            # output is never sent); without one it streams as it is produced.
-            hold = bool(SAFETY_HOOKS)
+            # Released as completions.completion_stream allows (as produced, after the output's
+            # verdict, or sentence by sentence, by the tenant's policy).
             if self.chat:
                 yield chunk(None, None, first=True)
-            pieces, done = [], {}
-            for event in run.events:
-                if event.get("done"):
-                    done = event
-                    break
-                pieces.append(event["delta"])
-                if not hold:
-                    yield chunk(event["delta"], None)
-            text, verdict = output_review(run, tenant_id=tenant_id, text="".join(pieces))
-            if hold and text:
-                yield chunk(text, None)
-            if done.get("finish_reason") == "error":
-                yield _sse({"error": {"message": f"generation: {done.get('error')}", "type": "server_error",
-                                      "param": None, "code": "generation_failed"}})
-            else:
-                yield _sse({**head, "object": chunk_kind, "choices": [
-                    {"index": 0, **({"delta": {}} if self.chat else {"text": ""}),
-                     "finish_reason": "content_filter" if verdict_withholds(verdict) else _finish(done), "logprobs": None}],
-                    "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": verdict.as_dict()}})
-                if include_usage:
-                    yield _sse({**head, "object": chunk_kind, "choices": [], "usage": _usage(done.get("usage") or {})})
+            for kind, *rest in completion_stream(run, tenant_id=tenant_id):
+                if kind == "delta":
+                    yield chunk(rest[0], None)
+                elif kind == "error":
+                    yield _sse({"error": {"message": rest[0], "type": "server_error", "param": None,
+                                          "code": "generation_failed"}})
+                else:
+                    done, verdict, finish = rest
+                    yield _sse({**head, "object": chunk_kind, "choices": [
+                        {"index": 0, **({"delta": {}} if self.chat else {"text": ""}), "finish_reason": _finish(
+                            {**done, "finish_reason": finish}), "logprobs": None}],
+                        "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": verdict.as_dict()}})
+                    if include_usage:
+                        yield _sse({**head, "object": chunk_kind, "choices": [], "usage": _usage(done.get("usage") or {})})
             yield b"data: [DONE]\n\n"
 
         response = StreamingHttpResponse(stream(), content_type="text/event-stream")

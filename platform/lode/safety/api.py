@@ -40,6 +40,7 @@ class SafetyApiMixin(TenantScopedMixin):
 def _policy_data(policy) -> dict:
     row = {
         "version": policy.version, "rules": policy.rules, "flagged_output": policy.flagged_output,
+        "stream_release": policy.stream_release,
         "image_review": policy.image_review, "image_sample_rate": policy.image_sample_rate,
         "training_flagged_rate_limit": policy.training_flagged_rate_limit, "semantic": policy.semantic,
         "review_sla_minutes": policy.review_sla_minutes,

@@ -17,13 +17,19 @@ def generation_review(*, tenant_id: UUID | str, kind: str, text: str, ref: str =
     policy blocks is never returned; a flagged one is held until a reviewer releases it, or
     returned with its flag, as the policy says; redactions apply."""
     from .checks import texts_check
+    from .policies import policy_current
 
-    [result] = texts_check(tenant_id=tenant_id, texts=[text], source="prompt" if kind == "prompt" else "output",
-                           source_ref=ref, context=context)
+    policy = policy_current(tenant_id)
+    if kind == "output_partial":  # a streamed answer's text so far: checked, not recorded (the whole is)
+        [result] = texts_check(tenant_id=tenant_id, texts=[text], source="output", full=False, record="none",
+                               policy=policy)
+    else:
+        [result] = texts_check(tenant_id=tenant_id, texts=[text], source="prompt" if kind == "prompt" else "output",
+                               source_ref=ref, context=context, policy=policy)
     return Verdict(allowed=result.allowed, flagged=result.action == "flag", action=result.action,
                    categories={name: result.scores.get(name, 0.0) for name in result.categories},
                    policy_version=result.policy_version, text=result.redacted, held=result.held,
-                   item_id=result.item_id)
+                   item_id=result.item_id, stream=policy.stream_release)
 
 
 def images_review(*, tenant_id: UUID | str, prompt: str, prompt_flagged: bool, images: list[bytes], ref: str,

@@ -52,6 +52,11 @@ class SafetyPolicy(models.Model):
     # lexicon extensions, part of the version so a decision can be re-derived.
     blocklist = models.JSONField(default=list, blank=True)
     flagged_output = models.CharField(max_length=10, choices=FlaggedOutput.choices, default=FlaggedOutput.HOLD)
+    class StreamRelease(models.TextChoices):
+        END = "end", "After the output's verdict"
+        SENTENCES = "sentences", "Sentence by sentence, each checked"
+
+    stream_release = models.CharField(max_length=10, choices=StreamRelease.choices, default=StreamRelease.END)
     image_review = models.CharField(max_length=20, choices=ImageReview.choices, default=ImageReview.WHEN_PROMPT_FLAGGED)
     image_sample_rate = models.FloatField(default=0.0)
     training_flagged_rate_limit = models.FloatField(default=0.05)

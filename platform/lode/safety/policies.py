@@ -44,6 +44,7 @@ class Policy:
     rules: dict[str, dict[str, Any]]
     blocklist: tuple[tuple[str, str, str, float | None], ...] = ()  # (kind, category, value, threshold)
     flagged_output: str = "hold"
+    stream_release: str = "end"
     image_review: str = "when_prompt_flagged"
     image_sample_rate: float = 0.0
     training_flagged_rate_limit: float = 0.05
@@ -84,7 +85,7 @@ def policy_from_row(row) -> Policy:
     return Policy(
         version=row.version, rules=row.rules,
         blocklist=tuple((e["kind"], e["category"], e["value"], e.get("threshold")) for e in row.blocklist),
-        flagged_output=row.flagged_output, image_review=row.image_review, image_sample_rate=row.image_sample_rate,
+        flagged_output=row.flagged_output, stream_release=row.stream_release, image_review=row.image_review, image_sample_rate=row.image_sample_rate,
         training_flagged_rate_limit=row.training_flagged_rate_limit, semantic=row.semantic, classifier=classifier,
         review_sla_minutes=row.review_sla_minutes,
     )

@@ -8,6 +8,7 @@ class PolicyInput(serializers.Serializer):
     rules = serializers.JSONField(required=False, default=dict)
     blocklist = serializers.JSONField(required=False, default=list)
     flagged_output = serializers.ChoiceField(choices=SafetyPolicy.FlaggedOutput.choices, required=False, default="hold")
+    stream_release = serializers.ChoiceField(choices=SafetyPolicy.StreamRelease.choices, required=False, default="end")
     image_review = serializers.ChoiceField(choices=SafetyPolicy.ImageReview.choices, required=False,
                                            default="when_prompt_flagged")
     image_sample_rate = serializers.FloatField(required=False, default=0.0, min_value=0.0, max_value=1.0)
@@ -23,6 +24,7 @@ class PolicyOutput(serializers.Serializer):
     rules = serializers.DictField()
     blocklist = serializers.ListField()
     flagged_output = serializers.CharField()
+    stream_release = serializers.CharField()
     image_review = serializers.CharField()
     image_sample_rate = serializers.FloatField()
     training_flagged_rate_limit = serializers.FloatField()
