@@ -26,7 +26,7 @@ def _policy(client, **body):
 def test_policy_versions_and_bad_policies_get_4xx_naming_the_field(safety_tenant, make_tenant, api_client_for):
     client = safety_tenant.owner_client
     default = client.get("/api/v1/safety/policy").json()
-    assert default["version"] == 0 and default["rules"]["pii"] == {"threshold": 0.5, "action": "redact"}
+    assert default["version"] == 0 and default["rules"]["pii"]["action"] == "redact"
     first = _policy(client, **FLAG_ZORB)
     assert first["version"] == 1 and first["rules"]["blocklist"]["action"] == "flag"
     assert first["rules"]["toxicity"] == default["rules"]["toxicity"]  # categories not named keep the defaults

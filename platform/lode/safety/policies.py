@@ -20,20 +20,19 @@ MAX_BLOCKLIST = 5000
 MAX_ENTRY_CHARS = 500
 
 # The platform's default policy (version 0): abuse flagged, contraband and extremism blocked,
-# personal data redacted, injection attempts blocked on prompts.
-DEFAULT_RULES: dict[str, dict[str, Any]] = {
-    "toxicity": {"threshold": 0.8, "action": "flag"},
-    "abuse": {"threshold": 0.5, "action": "flag"},
-    "sexual": {"threshold": 0.5, "action": "flag"},
-    "violence": {"threshold": 0.5, "action": "flag"},
-    "self_harm": {"threshold": 0.5, "action": "flag"},
-    "illegal_goods": {"threshold": 0.5, "action": "block"},
-    "extremism": {"threshold": 0.5, "action": "block"},
-    "pii": {"threshold": 0.5, "action": "redact"},
-    "prompt_injection": {"threshold": 0.6, "action": "block"},
-    "blocklist": {"threshold": 0.5, "action": "block"},
-    "classifier": {"threshold": 0.5, "action": "flag"},
+# personal data redacted, injection attempts blocked on prompts. Thresholds are the detectors'
+# (detectors.DEFAULT_THRESHOLDS, where the evaluation set measures precision and recall).
+DEFAULT_ACTIONS: dict[str, str] = {
+    "toxicity": "flag", "abuse": "flag", "sexual": "flag", "violence": "flag", "self_harm": "flag",
+    "illegal_goods": "block", "extremism": "block", "pii": "redact", "prompt_injection": "block",
+    "blocklist": "block", "classifier": "flag",
 }
+
+
+def _default_rules() -> dict[str, dict[str, Any]]:
+    from .detectors import DEFAULT_THRESHOLDS
+
+    return {name: {"threshold": DEFAULT_THRESHOLDS[name], "action": action} for name, action in DEFAULT_ACTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Policy:
 
 
 def default_policy() -> Policy:
-    return Policy(version=0, rules={name: dict(rule) for name, rule in DEFAULT_RULES.items()})
+    return Policy(version=0, rules=_default_rules())
 
 
 def policy_from_row(row) -> Policy:
@@ -114,7 +113,7 @@ def rules_check(rules: Any) -> dict[str, dict[str, Any]]:
         rules = {}
     if not isinstance(rules, dict):
         raise _invalid("rules", "an object of category to {threshold, action}")
-    clean = {name: dict(rule) for name, rule in DEFAULT_RULES.items()}
+    clean = _default_rules()
     for category, rule in rules.items():
         where = f"rules.{category}"
         if category not in CATEGORIES:

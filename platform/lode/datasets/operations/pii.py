@@ -102,7 +102,6 @@ def _phone_tools():
 
 
 def _phones(text: str, regions: tuple[str, ...]) -> list[PiiMatch]:
-    matcher, valid = _phone_tools()
     found: dict[tuple[int, int], PiiMatch] = {}
     for candidate in _PHONE_CANDIDATE.finditer(text):
         offset = candidate.start()
@@ -113,12 +112,23 @@ def _phones(text: str, regions: tuple[str, ...]) -> list[PiiMatch]:
             continue
         if candidate.end() < len(text) and (text[candidate.end()].isalnum() or text[candidate.end()] == "_"):
             continue
-        # A number with its country code reads the same from every region.
-        for region in regions[:1] if window.startswith("+") else regions:
-            for match in matcher(window, region, leniency=valid):
-                span = (offset + match.start, offset + match.end)
-                found.setdefault(span, PiiMatch("phone", span[0], span[1], match.raw_string))
+        for start, end, raw in _window_phones(window, regions):
+            span = (offset + start, offset + end)
+            found.setdefault(span, PiiMatch("phone", span[0], span[1], raw))
     return list(found.values())
+
+
+@functools.lru_cache(maxsize=65536)
+def _window_phones(window: str, regions: tuple[str, ...]) -> tuple[tuple[int, int, str], ...]:
+    """The phone numbers libphonenumber finds in one candidate window (a window depends on nothing
+    around it, so the same dates and numbers recurring across rows are parsed once)."""
+    matcher, valid = _phone_tools()
+    out = []
+    # A number with its country code reads the same from every region.
+    for region in regions[:1] if window.startswith("+") else regions:
+        for match in matcher(window, region, leniency=valid):
+            out.append((match.start, match.end, match.raw_string))
+    return tuple(out)
 
 
 def _cards(text: str) -> list[PiiMatch]:

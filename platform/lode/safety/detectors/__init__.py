@@ -31,6 +31,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "pii": 0.5,
     "prompt_injection": 0.5,
     "blocklist": 0.5,
+    "classifier": 0.5,  # a tenant's own classifier (lode.safety.classifier): its probability
 }
 
 _CACHE_SIZE = 256

@@ -51,7 +51,8 @@ RULES: tuple[Rule, ...] = (
     _rule("new_instructions", r"\b(?:new|updated|real|actual|true)\s+instructions?\s*:|\bfrom now on,?\s+you\s+"
           r"(?:will|are|must|shall|should|can)\b", 0.45, keys="instruction|from now on"),
     _rule("instructions_void", r"\b(?:instructions?|rules|guidelines)\s+(?:above|before|so far)\s+(?:are|is|were)\s+"
-          r"(?:void|cancelled|canceled|obsolete|no longer valid|fake|a test)\b", 0.8, keys="instruction|rules|guidelines"),
+          r"(?:void|cancelled|canceled|obsolete|no longer valid|fake|a test)\b", 0.8,
+          keys="instruction|rules|guidelines"),
     # --- exfiltrating the system prompt
     _rule("reveal_system_prompt",
           r"\b(?:reveal|show|print|repeat|output|display|tell|leak|give|write|dump|recite|share|what\s+(?:is|are|was|were))"
@@ -62,7 +63,8 @@ RULES: tuple[Rule, ...] = (
     _rule("repeat_above", r"\brepeat\s+(?:the\s+|all\s+|everything\s+|the\s+words\s+|the\s+text\s+)?(?:above|before this)",
           0.35, keys="repeat"),
     _rule("repeat_verbatim", r"\b(?:repeat|print|output|copy)\b.{0,60}?\b(?:verbatim|word for word|everything above|"
-          r"above this line|your instructions)|\bstarting\s+with\s+[\"']you\s+are\b", 0.6, keys="verbatim|word for word|everything above|above this line|your instructions|starting with"),
+          r"above this line|your instructions)|\bstarting\s+with\s+[\"']you\s+are\b", 0.6,
+          keys="verbatim|word for word|everything above|above this line|your instructions|starting with"),
     # --- personas and modes that drop the rules
     _rule("dan", r"(?<![A-Za-z])DAN(?![A-Za-z])", 0.6, flags=re.MULTILINE, keys="dan"),
     _rule("do_anything_now", r"\bdo\s+anything\s+now\b", 0.6, keys="anything now"),
@@ -70,25 +72,32 @@ RULES: tuple[Rule, ...] = (
           0.7, keys="mode"),
     # "Developer mode" is also an Android and browser setting: weak alone.
     _rule("developer_mode", r"\b(?:developer|dev|god|sudo|admin|debug)\s+mode\b", 0.3, keys="mode"),
-    _rule("mode_enable", r"\b(?:enable|activate|enter|switch\s+to|turn\s+on)\s+(?:\w+\s+){0,2}?mode\b", 0.2, keys="mode"),
+    _rule("mode_enable", r"\b(?:enable|activate|enter|switch\s+to|turn\s+on)\s+(?:\w+\s+){0,2}?mode\b", 0.2,
+          keys="mode"),
     _rule("jailbreak_word", r"\bjail\s?break(?:ing|s|en)?\b", 0.35, keys="jail"),
     _rule("you_are_now", r"\byou\s+are\s+(?:now|no\s+longer)\b", 0.35, keys="you are"),
     _rule("no_restrictions",
           r"\b(?:no|without(?:\s+any)?|free\s+(?:of|from)|unbound\s+by|not\s+bound\s+by|beyond)\s+(?:\w+\s+){0,2}?"
           r"(?:restrictions|limitations|limits|filters|censorship|guidelines|rules|ethics|morals|moral\s+compass|"
-          r"safety\s+measures|content\s+polic(?:y|ies))\b", 0.4, keys="restriction|limitation|limits|filter|censorship|guideline|rules|ethics|morals|moral compass|safety measures|content polic"),
-    _rule("unfiltered", r"\b(?:unfiltered|uncensored|unrestricted|amoral|unethical\s+ai|no\s+morals)\b", 0.35, keys="unfiltered|uncensored|unrestricted|amoral|unethical|no morals"),
+          r"safety\s+measures|content\s+polic(?:y|ies))\b", 0.4,
+          keys=("restriction|limitation|limits|filter|censorship|guideline|rules|ethics|morals|moral compass|"
+                "safety measures|content polic")),
+    _rule("unfiltered", r"\b(?:unfiltered|uncensored|unrestricted|amoral|unethical\s+ai|no\s+morals)\b", 0.35,
+          keys="unfiltered|uncensored|unrestricted|amoral|unethical|no morals"),
     _rule("pretend_unrestricted",
           r"\b(?:pretend|imagine|act\s+as\s+if|act\s+like|behave\s+as\s+if|suppose|assume)\s+(?:that\s+)?you\s+"
           r"(?:have|had|are|were|can|could)\s+(?:\w+\s+){0,2}?(?:no|not|free|without|unrestricted|uncensored|"
-          r"unfiltered|able\s+to\s+do\s+anything)\b", 0.75, keys="pretend|imagine|act as if|act like|behave as if|suppose|assume"),
+          r"unfiltered|able\s+to\s+do\s+anything)\b", 0.75,
+          keys="pretend|imagine|act as if|act like|behave as if|suppose|assume"),
     _rule("never_refuse",
           r"\b(?:never|must\s+not|cannot|can'?t|do\s+not|don'?t|will\s+not|won'?t)\s+(?:ever\s+)?(?:refuse|decline|say\s+no|"
           r"say\s+you\s+can'?t|apologi[sz]e|warn\s+me|add\s+(?:any\s+)?(?:warnings|disclaimers))\b|"
-          r"\bwithout\s+(?:any\s+)?(?:refusing|refusals|warnings|disclaimers)\b", 0.45, keys="refuse|decline|say no|say you can|apologi|warn me|warnings|disclaimers|refusing|refusals"),
+          r"\bwithout\s+(?:any\s+)?(?:refusing|refusals|warnings|disclaimers)\b", 0.45,
+          keys="refuse|decline|say no|say you can|apologi|warn me|warnings|disclaimers|refusing|refusals"),
     _rule("hypothetical_unrestricted",
           r"\b(?:hypothetically|in\s+a\s+hypothetical|in\s+a\s+fictional\s+world|imagine|suppose|what\s+if)\b.{0,40}?"
-          r"\b(?:no|without(?:\s+any)?|free\s+of)\s+(?:guidelines|rules|restrictions|filters|limits|ethics|morals)\b", 0.6, keys="hypothetical|imagine|suppose|what if|fictional world"),
+          r"\b(?:no|without(?:\s+any)?|free\s+of)\s+(?:guidelines|rules|restrictions|filters|limits|ethics|morals)\b", 0.6,
+          keys="hypothetical|imagine|suppose|what if|fictional world"),
     # The "grandma exploit": a dead relative who used to recite secrets or recipes, played by the model.
     _rule("grandma_exploit",
           r"\bmy\s+(?:late|dead|deceased)\s+grand(?:ma|mother|father|pa)\b.{0,80}?\b(?:used\s+to|would)\s+"
@@ -96,7 +105,9 @@ RULES: tuple[Rule, ...] = (
     _rule("roleplay_opener",
           r"\b(?:let'?s\s+play\s+a\s+game|role-?play|stay\s+in\s+character|you\s+will\s+play\s+the\s+role|"
           r"act\s+as\s+(?:an?\s+)?(?:ai|assistant|chatbot|character|model)\b|pretend\s+to\s+be|"
-          r"my\s+(?:late|dead|deceased)\s+grand(?:ma|mother|father|pa))", 0.3, keys="play a game|role-play|roleplay|in character|play the role|act as|pretend to be|grandma|grandmother|grandfather|grandpa"),
+          r"my\s+(?:late|dead|deceased)\s+grand(?:ma|mother|father|pa))", 0.3,
+          keys=("play a game|role-play|roleplay|in character|play the role|act as|pretend to be|grandma|"
+                "grandmother|grandfather|grandpa")),
     # --- smuggled payloads and fake delimiters
     _rule("decode_and_follow",
           r"\b(?:decode|decrypt|deobfuscate|base64|rot13|hex)\b.{0,80}?\b(?:follow|execute|run|obey|do\s+what|"
@@ -105,7 +116,8 @@ RULES: tuple[Rule, ...] = (
     _rule("fake_header",
           r"^\s*(?:#{2,}|\[|<)\s*(?:system|assistant|developer|admin)\s*(?:#{2,}|\]|>|:)|"
           r"<\|(?:im_start|im_end|system|endoftext|start_header_id)\|>|\[/?INST\]|<<\s*/?SYS\s*>>|"
-          r"\"role\"\s*:\s*\"system\"|^\s*system\s*:|\bend\s+of\s+(?:user\s+)?(?:input|prompt|instructions)\b", 0.55, keys="system|assistant|developer|admin|<|[inst|[/inst|<<|\"role\"|end of"),
+          r"\"role\"\s*:\s*\"system\"|^\s*system\s*:|\bend\s+of\s+(?:user\s+)?(?:input|prompt|instructions)\b", 0.55,
+          keys="system|assistant|developer|admin|<|[inst|[/inst|<<|\"role\"|end of"),
     # --- Chinese
     _rule("zh_override",
           r"(?:忽略|无视|忘记|忘掉|不要理会|不要管|不用管|跳过|覆盖|绕过|抛开|放弃|不要遵守|不用遵守|不再遵守|停止遵守)(?:掉|一下)?(?:你)?(?:之前|以上|上面|前面|先前|"
@@ -120,7 +132,8 @@ RULES: tuple[Rule, ...] = (
     _rule("zh_jailbreak_mode", r"越狱模式|DAN模式|无限制模式|邪恶模式|无审查模式|越狱的?(?:AI|ai|人工智能|模型|助手)", 0.7, keys="模式|越狱"),
     # 开发者模式 is also a phone setting, 越狱 also a prison break or an iPhone jailbreak: weak alone.
     _rule("zh_weak_mode", r"开发者模式|上帝模式|越狱", 0.3, keys="模式|越狱"),
-    _rule("zh_fake_header", r"^\s*(?:#{2,}|【|\[|<)\s*(?:系统|系统指令|管理员|开发者)\s*(?:#{2,}|】|\]|>|：|:)", 0.55, keys="系统|管理员|开发者"),
+    _rule("zh_fake_header", r"^\s*(?:#{2,}|【|\[|<)\s*(?:系统|系统指令|管理员|开发者)\s*(?:#{2,}|】|\]|>|：|:)", 0.55,
+          keys="系统|管理员|开发者"),
     _rule("zh_reveal_prompt",
           r"(?:输出|显示|告诉我|透露|泄露|打印|重复|说出|展示|给我看)(?:一下)?(?:你的|你)?(?:全部|完整的?|原始的?|初始的?)?"
           r"(?:系统提示词?|系统指令|初始指令|原始指令|隐藏指令|提示词|系统设定|system\s*prompt)", 0.75, keys="提示|指令|设定|system"),
@@ -138,6 +151,10 @@ for _number, _rule_entry in enumerate(RULES):
     for _key in _rule_entry.keys:
         if _key:
             _RULES_BY_KEY.setdefault(_key, []).append(_number)
+# The scan finds the longest key at each position; the keys inside it ("instruction" in
+# "instructions", "<" in "<<") are in the text too, so a key stands for their rules as well.
+_RULES_BY_KEY = {key: sorted({n for other, rules in _RULES_BY_KEY.items() if other in key for n in rules})
+                 for key in _RULES_BY_KEY}
 _KEYS = re.compile("|".join(re.escape(key) for key in sorted(_RULES_BY_KEY, key=len, reverse=True)))
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/]{48}")
 

@@ -5,8 +5,8 @@ Chinese is matched on jieba tokens: every Chinese term is added to jieba's dicti
 multi-character term segments as one token, and a term matches only where it starts and ends on
 token boundaries ("杀人" does not match inside "抹杀/人性"). Segmenting is the expensive part, so a
 text is segmented only when one trie regex over all Chinese terms finds a candidate in it, and
-only the clause around each candidate. English terms are matched case-insensitively on word
-boundaries by one trie regex.
+then only SEGMENT_CONTEXT characters either side of each candidate, inside its clause. English
+terms are matched case-insensitively on word boundaries by one trie regex.
 
 Score of a hit = the term's weight (1 unless the lexicon says lower), + INTENT_BONUS when the text
 carries an intent cue ("how to", "where can I buy", "教我", "出售", "我要"), - DESCRIPTIVE_PENALTY when
@@ -35,6 +35,7 @@ TENANT_WEIGHT = 1.0  # a tenant's own term is harmful on its own: that is why th
 INTENT_BONUS = 0.45
 DESCRIPTIVE_PENALTY = 0.35
 MAX_TOKENS_PER_TERM = 4  # a term may cover up to this many jieba tokens
+SEGMENT_CONTEXT = 8
 
 # Intent: the writer wants to do, get or teach the thing. Some cues matter for one category only.
 _EN_INTENT = re.compile(
@@ -79,8 +80,9 @@ _ZH_THREAT_AT_YOU = re.compile(r"(?:我|老子).{0,12}?你|你等着|信不信")
 _EN_FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'd|me|my|myself)\b", re.IGNORECASE)
 _ZH_FIRST_PERSON = re.compile(r"我")
 _ZH_CLAUSE_BREAK = re.compile(r"[。！？!?；;\n]")
-
-logger = logging.getLogger(__name__)
+# A numeric term ("1488") counts only standing alone, not as a group of a longer number ("4539 1488 0343").
+_DIGIT_GROUP_BEFORE = re.compile(r"\d[\s.\-/]?$")
+_DIGIT_GROUP_AFTER = re.compile(r"^[\s.\-/]?\d")
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,10 @@ class LexiconDetector(Detector):
                 threat_at_you = _EN_THREAT_AT_YOU.search(text) is not None
                 first_person = _EN_FIRST_PERSON.search(text) is not None
                 for match in matches:
+                    if match.group().isdigit() and (
+                            _DIGIT_GROUP_BEFORE.search(text, 0, match.start()) or
+                            _DIGIT_GROUP_AFTER.match(text[match.end():match.end() + 2])):
+                        continue
                     for entry in self.en.get(self._en_key(match.group()), ()):
                         cue = intent or (first_person and entry.category == "self_harm")
                         score = _clip(entry.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
@@ -244,13 +250,21 @@ class LexiconDetector(Detector):
         intent = _ZH_INTENT.search(text) is not None
         descriptive = _ZH_DESCRIPTIVE.search(text) is not None
         seen: set[tuple[int, int]] = set()
-        # Segment only the clauses holding a candidate (a long text is cut once per such clause).
+        # Segment only a window of SEGMENT_CONTEXT characters either side of each candidate, inside
+        # its clause (jieba's choice around a term depends on its neighbours, not on far-off text).
         breaks = [0] + [m.end() for m in _ZH_CLAUSE_BREAK.finditer(text)] + [len(text)]
-        clauses = sorted({(breaks[i], breaks[i + 1]) for m in self._zh_candidates.finditer(text)
-                          for i in [self._clause_index(breaks, m.start())]})
-        for start, end in clauses:
-            clause = text[start:end]
-            tokens = segment(clause)
+        windows: list[list[int]] = []  # [start, end, clause start, clause end]
+        for candidate in self._zh_candidates.finditer(text):
+            index = self._clause_index(breaks, candidate.start())
+            start = max(breaks[index], candidate.start() - SEGMENT_CONTEXT)
+            end = min(breaks[index + 1], candidate.end() + SEGMENT_CONTEXT)
+            if windows and windows[-1][2] == breaks[index] and start <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], end)
+            else:
+                windows.append([start, end, breaks[index], breaks[index + 1]])
+        for start, end, clause_start, clause_end in windows:
+            tokens = segment(text[start:end])
+            clause = text[clause_start:clause_end]
             # An insult aimed at someone ("你这个废物") is abuse; the same word alone may not be ("废物利用").
             abuse_intent = intent or _ZH_SECOND_PERSON.search(clause) is not None
             threat_at_you = _ZH_THREAT_AT_YOU.search(clause) is not None

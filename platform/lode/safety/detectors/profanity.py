@@ -32,6 +32,8 @@ _NOT_TOXIC = re.compile(
     re.IGNORECASE,
 )
 
+_LATIN_LETTER = re.compile(r"[A-Za-z]")
+
 FINDING_FLOOR = 0.5  # below this the probability is kept as a score, without a finding
 SCORE_FLOOR = 0.01  # below this nothing is reported (absent = 0)
 
@@ -60,7 +62,8 @@ class ProfanityDetector(Detector):
 
     def detect(self, texts: Sequence[str]) -> list[TextScores]:
         results = [TextScores() for _ in texts]
-        chosen = [index for index, text in enumerate(texts) if text and not is_mostly_chinese(text)]
+        # The model reads English words: a text without a Latin letter would only get its intercept.
+        chosen = [index for index, text in enumerate(texts) if text and _LATIN_LETTER.search(text) and not is_mostly_chinese(text)]
         if not chosen:
             return results
         probabilities = toxicity_probabilities([_NOT_TOXIC.sub(" ", texts[index]) for index in chosen])

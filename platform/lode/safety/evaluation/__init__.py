@@ -1,0 +1,104 @@
+"""Lode's labeled safety evaluation set and the measurement the detectors are held to.
+
+`eval_set.jsonl`: one text a line, `{"text", "lang": "en"|"zh", "labels": [categories] (empty =
+benign), "kind", "split": "dev"|"holdout"}`. The dev split was written alongside the detectors'
+rules; the holdout split was written after they were frozen and never used to tune them.
+`tenant_rules.json`: the evaluation tenant's terms, patterns and example phrases (the rows labeled
+`blocklist`). A category counts as predicted for a text when its score reaches its threshold
+(`DEFAULT_THRESHOLDS` unless given).
+
+    .venv/bin/python -m lode.safety.evaluation      # prints the table of detectors/README.md
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent
+KINDS = ("toxic", "harmful", "pii", "injection", "blocklist", "benign", "hard_negative")
+SPLITS = ("dev", "holdout")
+
+
+def eval_rows() -> list[dict]:
+    with open(FOLDER / "eval_set.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def eval_rules():
+    from lode.safety.detectors import TenantRules
+
+    config = json.loads((FOLDER / "tenant_rules.json").read_text(encoding="utf-8"))
+    return TenantRules(terms=[tuple(item) for item in config["terms"]], patterns=[tuple(item) for item in config["patterns"]],
+                       phrases=[tuple(item) for item in config["phrases"]])
+
+
+@dataclass(frozen=True)
+class Metrics:
+    category: str
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+
+    @property
+    def precision(self) -> float:
+        predicted = self.true_positives + self.false_positives
+        return self.true_positives / predicted if predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        actual = self.true_positives + self.false_negatives
+        return self.true_positives / actual if actual else 1.0
+
+
+def category_metrics(rows: list[dict], predictions: list[set[str]], categories) -> dict[str, Metrics]:
+    out = {}
+    for category in categories:
+        tp = fp = fn = 0
+        for row, predicted in zip(rows, predictions, strict=True):
+            gold = category in row["labels"]
+            hit = category in predicted
+            tp += gold and hit
+            fp += hit and not gold
+            fn += gold and not hit
+        out[category] = Metrics(category, tp, fp, fn)
+    return out
+
+
+def hard_negative_false_positive_rate(rows: list[dict], predictions: list[set[str]]) -> float:
+    """The share of hard negatives (benign texts that look harmful) with any predicted category."""
+    flagged = [bool(predicted) for row, predicted in zip(rows, predictions) if row["kind"] == "hard_negative"]
+    return sum(flagged) / len(flagged) if flagged else 0.0
+
+
+def evaluate(thresholds: dict[str, float] | None = None):
+    """Runs the full detector set with the evaluation tenant's rules over the whole set: (rows,
+    predicted categories per row)."""
+    from lode.safety.detectors import DEFAULT_THRESHOLDS, detect_all, detectors_for, predicted_categories
+
+    rows = eval_rows()
+    results = detect_all(detectors_for(eval_rules(), full=True), [row["text"] for row in rows])
+    return rows, [predicted_categories(result, thresholds or DEFAULT_THRESHOLDS) for result in results]
+
+
+def main() -> None:
+    from lode.safety.detectors import DEFAULT_THRESHOLDS
+
+    rows, predictions = evaluate()
+    categories = sorted({label for row in rows for label in row["labels"]})
+    overall = category_metrics(rows, predictions, categories)
+    held = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] == "holdout"]
+    holdout = category_metrics([r for r, _ in held], [p for _, p in held], categories)
+    print("| category | threshold | precision | recall | held-out precision | held-out recall |")
+    for category in categories:
+        m, h = overall[category], holdout[category]
+        seen = h.true_positives + h.false_positives + h.false_negatives
+        held_out = f"{h.precision:.2f} | {h.recall:.2f}" if seen else "- | -"
+        print(f"| {category} | {DEFAULT_THRESHOLDS[category]} | {m.precision:.2f} | {m.recall:.2f} | {held_out} "
+              f"|  ({m.true_positives}/{m.false_positives}/{m.false_negatives} tp/fp/fn)")
+    print(f"hard negatives flagged: {hard_negative_false_positive_rate(rows, predictions):.3f} overall, "
+          f"{hard_negative_false_positive_rate([r for r, _ in held], [p for _, p in held]):.3f} held-out")
+
+
+if __name__ == "__main__":
+    main()
