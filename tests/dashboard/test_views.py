@@ -111,9 +111,9 @@ def test_home_shows_user_organization_navigation_and_vendored_scripts(ada_client
     html = ada_client.get(reverse("dashboard:home")).content.decode()
     assert "ada@example.com" in html
     assert "Analytical Engines" in html
-    for section in ("Home", "Jobs", "Datasets", "Labeling", "Fine-tunes", "Models", "Generation", "Safety", "Billing"):
+    for section in ("Home", "Jobs", "Datasets", "Labeling", "Fine-tunes", "Models", "Playground", "Moderation", "Billing"):
         assert f">{section}" in html
-    assert html.count('aria-disabled="true"') == 3  # capabilities not built yet
+    assert html.count('aria-disabled="true"') == 1  # labeling: not built yet
     assert f'action="{reverse("dashboard:logout")}"' in html
     assert "/static/vendor/htmx/htmx.min.js" in html
     assert "/static/vendor/chartjs/chart.umd.min.js" in html

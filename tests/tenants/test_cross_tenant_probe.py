@@ -93,6 +93,8 @@ ALLOWLIST: dict[str, str] = {
                           "(another tenant's is a 404/400: tests/dashboard/test_playground_pages.py)",
     "playground/images/": "POST only; the model it names is looked up in the caller's tenant "
                           "(tests/dashboard/test_playground_pages.py)",
+    "moderation/escalations/": "platform staff only (is_staff): every tenant's escalated items by design, decided "
+                               "by the item id in its form; members get 403 (tests/dashboard/test_safety_pages.py)",
     "login/": "the dashboard sign-in form; no tenant yet",
     "logout/": "signs the session out; names no object",
     "signup/": "the dashboard sign-up form: creates a new user and organization",

@@ -52,6 +52,8 @@ DASHBOARD_OPEN: dict[str, str] = {
     "signup/": "creating an account",
     "organizations/switch/": "the session picks among the user's own organizations",
     "invitations/accept/<str:token>/": "the invitee is not a member yet",
+    "moderation/escalations/": "platform staff only (is_staff), every organization's escalations: "
+                               "tests/dashboard/test_safety_pages.py",
 }
 # What the table says the settings and jobs pages need (read, write); the pages must
 # declare exactly this, so loosening a declaration fails here, not in production.

@@ -1,7 +1,7 @@
 """Dashboard page routes (server-rendered HTML; the API lives under /api/v1/)."""
 from django.urls import path
 
-from . import billing_views, dataset_views, playground_views, training_views, views
+from . import billing_views, dataset_views, playground_views, safety_views, training_views, views
 
 app_name = "dashboard"
 
@@ -27,6 +27,11 @@ urlpatterns = [
     path("playground/", playground_views.PlaygroundView.as_view(), name="playground"),
     path("playground/stream/", playground_views.PlaygroundStreamView.as_view(), name="playground-stream"),
     path("playground/images/", playground_views.PlaygroundImagesView.as_view(), name="playground-images"),
+    # Safety
+    path("moderation/", safety_views.ModerationQueueView.as_view(), name="moderation"),
+    path("moderation/escalations/", safety_views.EscalationsView.as_view(), name="moderation-escalations"),
+    path("moderation/<uuid:item_id>/", safety_views.ModerationItemView.as_view(), name="moderation-item"),
+    path("safety/policy/", safety_views.SafetyPolicyView.as_view(), name="safety-policy"),
     # Billing
     path("billing/", billing_views.BillingOverviewView.as_view(), name="billing"),
     path("billing/quotas/<int:quota_id>/delete/", billing_views.QuotaDeleteView.as_view(), name="billing-quota-delete"),
