@@ -8,6 +8,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v openssl >/dev/null || need+=(openssl)  # the webhook tests make a TLS certificate
 if [ "${1:-}" = "--browser" ]; then
   command -v chromium >/dev/null || need+=(chromium)
   # Fonts so pages render text in headless Chromium.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import ssl
 import subprocess
 import threading
@@ -406,9 +405,8 @@ def test_a_url_that_is_no_longer_allowed_is_refused_at_send_time(make_tenant, re
 
 @pytest.fixture
 def tls_receiver(receiver, tmp_path, monkeypatch):
-    """A receiver behind TLS with a certificate for "localhost", trusted through SSL_CERT_FILE."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
+    """A receiver behind TLS with a certificate for "localhost", trusted through SSL_CERT_FILE
+    (openssl makes it: infra/system-packages.sh installs it)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
