@@ -62,11 +62,9 @@ def batch_run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from lode.datasets.models import DatasetVersion
     from lode.datasets.schemas import modality_get
     from lode.datasets.shards import ShardWriter, shard_row_counts, shard_tables
-    from lode.generation.completions import safety_review
     from lode.generation.templates import Template
 
-    from .engine import Request
-    from .loading import adapter_folder, prompt_ids, sampling, text_engine_load
+    from .loading import adapter_folder, text_engine_load
 
     version = _load(ctx.tenant_id, params["version_id"])
     if version.status == DatasetVersion.Status.READY:
@@ -123,8 +121,7 @@ def batch_run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     if len(pending) == CHUNK_ROWS:
                         _chunk(ctx, engine, pending, schema=schema, writer=writer, template=template, chat=chat,
                                input_field=params["input_field"], output_field=output_field, sampling_params=sampling_params,
-                               adapter=adapter, counts=counts, rejects=rejects, tokens=tokens, model=model,
-                               request_type=Request, prompt_ids=prompt_ids, sampling=sampling, safety_review=safety_review)
+                               adapter=adapter, counts=counts, rejects=rejects, tokens=tokens, model=model)
                         rows_done = row_number
                         _checkpoint(ctx, writer, rows_done, counts, rejects, tokens)
                         elapsed = time.monotonic() - started
@@ -135,8 +132,7 @@ def batch_run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if pending:
                 _chunk(ctx, engine, pending, schema=schema, writer=writer, template=template, chat=chat,
                        input_field=params["input_field"], output_field=output_field, sampling_params=sampling_params,
-                       adapter=adapter, counts=counts, rejects=rejects, tokens=tokens, model=model,
-                       request_type=Request, prompt_ids=prompt_ids, sampling=sampling, safety_review=safety_review)
+                       adapter=adapter, counts=counts, rejects=rejects, tokens=tokens, model=model)
                 rows_done = row_number
                 _checkpoint(ctx, writer, rows_done, counts, rejects, tokens)
         finally:
@@ -171,10 +167,14 @@ def _leave_out(counts, rejects, number: int, reason: str, detail: str) -> None:
 
 
 def _chunk(ctx, engine, pending, *, schema, writer, template, chat, input_field, output_field, sampling_params, adapter,
-           counts, rejects, tokens, model, request_type, prompt_ids, sampling, safety_review) -> None:
+           counts, rejects, tokens, model) -> None:
     """Generates the chunk's rows in one continuous batch and writes the kept rows as one shard,
     metering the tokens it used."""
     from lode.billing.services import UsageInput, usage_record
+    from lode.generation.completions import safety_review
+
+    from .engine import Request
+    from .loading import prompt_ids, sampling
 
     submitted = []
     for item in pending:
@@ -188,7 +188,7 @@ def _chunk(ctx, engine, pending, *, schema, writer, template, chat, input_field,
             _leave_out(counts, rejects, item["number"], "prompt_blocked", ", ".join(verdict.categories))
             continue
         seed = sampling_params.get("seed")
-        request = request_type(prompt_ids=prompt_ids(engine.tokenizer, messages=messages, prompt=prompt),
+        request = Request(prompt_ids=prompt_ids(engine.tokenizer, messages=messages, prompt=prompt),
                                adapter=adapter["id"] if adapter else None,
                                params=sampling(sampling_params, seed=None if seed is None else seed + item["number"]))
         try:

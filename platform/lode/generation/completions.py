@@ -5,6 +5,7 @@ pass the prompt through the safety hook, admit the estimated tokens against the 
 tokens it really used through billing's one metering call."""
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -385,8 +386,6 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
             source_type="request", source_id=request_id)])
     reviews: list = [None] * len(images)
     for hook in IMAGE_REVIEW_HOOKS:
-        import base64
-
         reviews = hook(tenant_id=tenant_id, prompt=prompt, prompt_flagged=verdict.flagged, ref=request_id,
                        images=[base64.b64decode(image) for image in images], context={"model": served.name})
     # A held image is not handed out: a reviewer releases it (or purges it) later.

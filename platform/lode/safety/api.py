@@ -60,7 +60,6 @@ class PolicyApi(SafetyApiMixin, APIView):
 
     @extend_schema(responses=PolicyOutput)
     def get(self, request):
-        self.tenant  # noqa: B018 (a member of an organization)
         return Response(PolicyOutput(_policy_data(policy_current(self.tenant.id))).data)
 
     @extend_schema(request=PolicyInput, responses={201: PolicyOutput})
@@ -83,7 +82,8 @@ class PolicyVersionListApi(SafetyApiMixin, generics.ListAPIView):
         return self.get_paginated_response([PolicyOutput(_policy_data(policy)).data for policy in page])
 
 
-def _texts(value) -> list[str]:
+def texts_input_check(value) -> list[str]:
+    """The `input` of a check: a text or a list of texts, within the limits."""
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or len(texts) > MAX_CHECK_TEXTS or not all(isinstance(t, str) for t in texts):
         raise ValidationFailed(f"input: a text or a list of 1 to {MAX_CHECK_TEXTS} texts", details={"field": "input"})
@@ -109,7 +109,7 @@ class CheckApi(SafetyApiMixin, APIView):
     def post(self, request):
         data = CheckInput(data=request.data)
         data.is_valid(raise_exception=True)
-        texts = _texts(data.validated_data["input"])
+        texts = texts_input_check(data.validated_data["input"])
         results = texts_check(tenant_id=self.tenant.id, texts=texts, source=data.validated_data["source"],
                               full=data.validated_data["full"], queue=False, source_ref="api")
         return Response({"policy_version": results[0].policy_version, "results": [result_data(r) for r in results]})

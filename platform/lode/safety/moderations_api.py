@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from lode.core.errors import ValidationFailed
 from lode.generation.openai_api import OpenAIApiView
 
-from .api import _texts
+from .api import texts_input_check
 from .checks import texts_check
 
 MODEL = "lode-moderation-1"
@@ -48,7 +48,7 @@ class ModerationsApi(OpenAIApiView):
             if any(part.get("type") != "text" for part in value):
                 raise ValidationFailed("input: only text parts can be moderated here", details={"field": "input"})
             value = [part.get("text") for part in value]
-        texts = _texts(value)
+        texts = texts_input_check(value)
         results = texts_check(tenant_id=self.tenant.id, texts=texts, source="check", queue=False, source_ref="v1/moderations")
         out = []
         for result in results:
