@@ -126,11 +126,16 @@ def test_the_periodic_close_invoices_every_billed_tenant_once_whatever_it_is_run
 
     early = services.periods_close_due(now=month(2026, 11, 1) + timezone.timedelta(minutes=10))  # inside the grace hour
     first = services.periods_close_due(now=month(2026, 11, 2))
-    second = close_periods.apply().get()  # the Celery task, run in process: now is later in November
+    # The Celery task, run in process at the real now: later than November 2nd, so October is closed
+    # already; whatever later months are due by now it closes as well, but October never twice.
+    second = close_periods.apply().get()
+    after_second = system(Invoice).filter(tenant_id__in=tenants).count()
+    third = close_periods.apply().get()
 
     assert early == {"closed": 0, "failed": 0}
-    assert first == {"closed": 2, "failed": 0} and second["failed"] == 0
-    invoices = system(Invoice).filter(tenant_id__in=tenants)
+    assert first == {"closed": 2, "failed": 0} and second["failed"] == 0 and third["failed"] == 0
+    assert system(Invoice).filter(tenant_id__in=tenants).count() == after_second  # a rerun adds nothing
+    invoices = system(Invoice).filter(tenant_id__in=tenants, period_start=month(2026, 10))
     assert invoices.count() == 2
     # 2,000,000 output tokens on the default plan: 250,000 included, 1,750,000 x 60 cents / 1,000,000 = 105
     assert sorted(invoices.values_list("total_minor", flat=True)) == [105, 105]
