@@ -238,6 +238,15 @@ def test_pii_match_positions_point_at_the_value():
         assert text[match.start: match.end] == match.value
 
 
+def test_pii_written_right_against_chinese_text_is_found_in_place():
+    text = "手机号是13812345678，邮箱zhang.wei@example.cn。身份证11010519491231002X，订单号20261105001"
+    redacted, counts = pii.pii_redact(text)
+    assert redacted == "手机号是[PHONE]，邮箱[EMAIL]。身份证[CN_ID]，订单号20261105001"
+    assert counts == {"phone": 1, "email": 1, "cn_id": 1}
+    for match in pii.pii_find(text):
+        assert text[match.start: match.end] == match.value
+
+
 # --- split ---------------------------------------------------------------------------------------------
 
 

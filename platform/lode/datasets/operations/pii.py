@@ -18,6 +18,12 @@ numbers that merely look right are left alone:
 - cn_id: an 18-character PRC resident identity number: a plausible region code, a real birth date
   from 1900 until today, and the ISO 7064 MOD 11-2 check character.
 
+Chinese text: the expressions bound their matches with `\\w` and `str.isalnum()`, which CJK
+characters satisfy, so a number written right against Chinese ("手机号是13812345678") would read as
+glued to a word. `pii_find` therefore scans a copy of the text in which every CJK character and
+full-width punctuation mark is a space, one character for one, so the spans stay the original
+text's (no address, number or identifier of these types contains such a character).
+
 When matches overlap, the longest wins, and among equally long ones the most specific type (the
 order of TYPES). Names and postal addresses are not detected: that needs a named-entity model, and
 no offline library in our dependencies does it with useful precision; a regex list of first names
@@ -33,6 +39,11 @@ from dataclasses import dataclass
 TYPES = ("cn_id", "iban", "card", "email", "ip", "phone")  # most specific first (overlap ties)
 DEFAULT_PHONE_REGIONS = ("US", "GB", "CN", "DE", "FR", "IN")
 TAGS = {kind: f"[{kind.upper()}]" for kind in TYPES}
+
+
+# CJK punctuation, ideographs and full-width punctuation (not full-width digits or letters).
+_CJK_AND_FULLWIDTH = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff0f\uff1a-\uff20"
+                                r"\uff3b-\uff40\uff5b-\uff65]")
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,8 @@ def pii_find(text: str, *, types: list[str] | tuple[str, ...] | set[str] | None 
     wanted = _types(types)
     if not text:
         return []
+    if not text.isascii():
+        text = _CJK_AND_FULLWIDTH.sub(" ", text)
     matches: list[PiiMatch] = []
     has_digit = any(char.isdigit() for char in text)
     if "email" in wanted:
