@@ -18,7 +18,7 @@ def test_production_refuses_the_local_defaults():
     assert result.returncode != 0
     assert "Refusing to start with insecure settings" in result.stderr
     assert "LODE_SECRET_KEY" in result.stderr and "S3_ACCESS_KEY_ID" in result.stderr
-    assert "LODE_METRICS_TOKEN" in result.stderr
+    assert "LODE_METRICS_TOKEN" in result.stderr and "LODE_SEALING_KEYS" in result.stderr
 
 
 def test_production_starts_with_real_settings():
@@ -32,6 +32,7 @@ def test_production_starts_with_real_settings():
             "S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
             "LODE_METRICS_TOKEN": "metrics-token-example",
             "S3_SECRET_ACCESS_KEY": "example-secret",
+            "LODE_SEALING_KEYS": "bG9kZS1leGFtcGxlLXNlYWxpbmcta2V5LTMyLWJ5dGU=",
         }
     )
 

@@ -46,8 +46,8 @@ class WebhookEndpointAdmin(PlatformReadOnlyAdmin):
     list_select_related = ("tenant",)
     search_fields = ("id", "url")
     # The signing secrets are the tenant's: staff never see them.
-    exclude = ("secret", "previous_secret")
-    readonly_fields = [f.name for f in WebhookEndpoint._meta.fields if f.name not in {"secret", "previous_secret"}]
+    exclude = ("secret_sealed", "previous_secret_sealed")
+    readonly_fields = [f.name for f in WebhookEndpoint._meta.fields if f.name not in {"secret_sealed", "previous_secret_sealed"}]
 
 
 @admin.register(WebhookDelivery)

@@ -288,6 +288,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Webhooks to tenants (lode/core/webhooks/README.md) ----------------------------------------------
 # One POST's time limit, per address tried; the receiver should answer 2xx at once and work later.
+# Keys that seal secrets Lode reads back (webhook signing secrets): base64 of 32 random bytes each,
+# the first seals, all open (lode.core.sealing). Empty: one key derived from SECRET_KEY.
+SEALING_KEYS = env_list("LODE_SEALING_KEYS", [])
 WEBHOOK_TIMEOUT_SECONDS = env_int("LODE_WEBHOOK_TIMEOUT_SECONDS", 5)
 # Attempts in all, the first included; then the delivery is failed.
 WEBHOOK_MAX_ATTEMPTS = env_int("LODE_WEBHOOK_MAX_ATTEMPTS", 6)

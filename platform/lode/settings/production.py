@@ -9,6 +9,7 @@ from .base import (
     INSECURE_SECRET_KEY,
     METRICS_TOKEN,
     S3_ACCESS_KEY_ID,
+    SEALING_KEYS,
     SECRET_KEY,
     WEBHOOKS_ALLOW_LOCALHOST,
 )
@@ -21,6 +22,9 @@ if DEBUG:
     problems.append("LODE_DEBUG must be false")
 if SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 50:
     problems.append("LODE_SECRET_KEY must be set to a random value of at least 50 characters")
+if not SEALING_KEYS:
+    # Sealed webhook secrets would otherwise hang on SECRET_KEY and be lost with its rotation.
+    problems.append("LODE_SEALING_KEYS must hold at least one key (base64 of 32 random bytes)")
 if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
     problems.append("LODE_ALLOWED_HOSTS must list the site's host names (no '*')")
 for alias, config in DATABASES.items():

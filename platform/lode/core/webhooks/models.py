@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from lode.core import sealing
 from tenants.managers import TenantScopedManager
 
 
@@ -17,12 +18,14 @@ class WebhookEndpoint(models.Model):
     description = models.CharField(max_length=300, blank=True)
     # Event type names from the registry, or ["*"] for all of them.
     event_types = models.JSONField(default=list)
-    # Stored as is: it signs every delivery, so it must be readable (unlike API keys, which are
-    # hashed). Row-level security guards it; the API shows it only when it is created or rotated.
-    secret = models.CharField(max_length=100)
+    # The signing secret signs every delivery, so it must be readable (unlike API keys, which are
+    # hashed): it is stored sealed (lode.core.sealing), bound to this row; read and set it through
+    # `secret`. Row-level security guards the row; the API shows the secret only when it is
+    # created or rotated.
+    secret_sealed = models.TextField()
     # After a rotation the old secret still signs (a second v1) until this moment, so receivers
     # can switch over without dropping deliveries.
-    previous_secret = models.CharField(max_length=100, blank=True)
+    previous_secret_sealed = models.TextField(blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -38,12 +41,33 @@ class WebhookEndpoint(models.Model):
     def __str__(self) -> str:
         return self.url
 
+    def _context(self, field: str) -> str:
+        return f"webhook_endpoint:{self.id}:{field}"
+
+    @property
+    def secret(self) -> str:
+        return sealing.unseal(self.secret_sealed, context=self._context("secret"))
+
+    @secret.setter
+    def secret(self, plain: str) -> None:
+        self.secret_sealed = sealing.seal(plain, context=self._context("secret"))
+
+    @property
+    def previous_secret(self) -> str:
+        if not self.previous_secret_sealed:
+            return ""
+        return sealing.unseal(self.previous_secret_sealed, context=self._context("previous_secret"))
+
+    @previous_secret.setter
+    def previous_secret(self, plain: str) -> None:
+        self.previous_secret_sealed = sealing.seal(plain, context=self._context("previous_secret")) if plain else ""
+
     def signing_secrets(self, *, now=None) -> list[str]:
         """The secrets a delivery is signed with now: the current one, and the previous one while
         its grace period lasts."""
         now = now or timezone.now()
         secrets = [self.secret]
-        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+        if self.previous_secret_sealed and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
             secrets.append(self.previous_secret)
         return secrets
 

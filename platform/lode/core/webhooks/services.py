@@ -167,7 +167,7 @@ def webhook_endpoint_secret_rotate(
         endpoint.previous_secret_expires_at = now + timedelta(seconds=previous_valid_seconds) if previous_valid_seconds else None
         endpoint.secret = secret
         endpoint.updated_at = now
-        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+        endpoint.save(update_fields=["secret_sealed", "previous_secret_sealed", "previous_secret_expires_at", "updated_at"])
         _audit(tenant_id, "secret_rotated", by, endpoint, {"previous_secret_valid_seconds": previous_valid_seconds})
     return WebhookEndpointWithSecret(endpoint=endpoint, secret=secret)
 
