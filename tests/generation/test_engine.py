@@ -193,3 +193,31 @@ def test_an_adapter_served_in_a_mixed_batch_says_what_peft_says_for_it_alone(gpt
     if expected and expected[-1] == engine.tokenizer.eos_token_id:
         expected = expected[:-1]
     assert served[0].output_ids == expected
+
+
+def test_a_grouped_query_attention_model_batches_to_the_tokens_generate_gives(gpt2_folder):
+    """The GPU benchmark's architecture (Qwen2: rotary positions, 2 key/value heads for 4 query
+    heads), scaled down and with random weights: batched greedy outputs equal model.generate's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_folder)
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_config(Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id)).eval()
+    prompts = _prompts(tokenizer, 6)
+    lengths = [5 + 4 * i for i in range(6)]
+    with torch.inference_mode():
+        alone = [model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                                pad_token_id=tokenizer.eos_token_id)[0, len(ids):].tolist() for ids, n in zip(prompts, lengths)]
+    engine = TextEngine(model, tokenizer).start()
+    try:
+        requests = engine.submit_many([Request(prompt_ids=ids, params=SamplingParams(max_tokens=n, temperature=0))
+                                       for ids, n in zip(prompts, lengths)])
+        for request in requests:
+            assert request.wait(60) and request.error is None
+    finally:
+        engine.stop()
+
+    assert [r.output_ids for r in requests] == [[t for t in out if t != tokenizer.eos_token_id] for out in alone]
+    assert engine.stats.forward_passes < sum(lengths)
