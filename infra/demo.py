@@ -87,7 +87,8 @@ def main() -> None:
         f"{base}/api/v1/api-keys",
         json={"name": "demo integration", "scopes": ["platform:read", "platform:write", "organization:read",
                                                       "datasets:read", "datasets:write", "training:read", "training:write",
-                                                      "generation:read", "generation:write", "safety:read", "safety:write"]},
+                                                      "generation:read", "generation:write", "safety:read", "safety:write",
+                                                      "safety:policy"]},
         timeout=10,
     )
     if created.status_code != 201:

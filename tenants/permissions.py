@@ -1,8 +1,9 @@
 """Roles, areas and what each role may do; the DRF permission every endpoint declares.
 
 An endpoint names its area (`required_area = "training"`); reads need `<area>:read`, writes
-`<area>:write`. A member's rights come from their role; an API key's from its scopes, which can
-never exceed the rights of the member who created it. A denial is a 403 naming the permission."""
+`<area>:write`, and a write that needs more names it too (`write_also_requires = ("datasets:write",)`).
+A member's rights come from their role; an API key's from its scopes, which can never exceed the
+rights of the member who created it. A denial is a 403 naming the permission."""
 from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -12,7 +13,11 @@ from lode.core.errors import PermissionDenied
 from .models import Role
 
 AREAS = ("platform", "datasets", "labeling", "training", "generation", "safety", "billing", "organization", "audit")
-ALL_SCOPES = tuple(f"{area}:{mode}" for area in AREAS for mode in ("read", "write"))
+# Rights narrower than an area's write, for the writes not every writer of the area may make:
+# safety:policy changes the safety policy (reviewers write safety, deciding items, but do not set
+# the rules they are held to).
+EXTRA_SCOPES = ("safety:policy",)
+ALL_SCOPES = tuple(f"{area}:{mode}" for area in AREAS for mode in ("read", "write")) + EXTRA_SCOPES
 
 
 def _rw(*areas: str) -> set[str]:
@@ -24,7 +29,7 @@ def _rw(*areas: str) -> set[str]:
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(ALL_SCOPES),
     Role.ADMIN: frozenset(_rw("platform", "datasets", "labeling", "training", "generation", "safety", "organization")
-                          | {"billing:read", "audit:read"}),
+                          | {"billing:read", "audit:read", "safety:policy"}),
     Role.ENGINEER: frozenset(_rw("platform", "datasets", "labeling", "training", "generation")
                              | {"safety:read", "organization:read"}),
     Role.ANNOTATOR: frozenset({"labeling:read", "labeling:write", "organization:read"}),
@@ -37,6 +42,14 @@ def permission_for(*, area: str, method: str) -> str:
     return f"{area}:{'read' if method in SAFE_METHODS else 'write'}"
 
 
+def permissions_for(*, view, method: str) -> tuple[str, ...]:
+    """Everything a call needs: the area's read or write, then what the view's writes also need."""
+    needed = (permission_for(area=view.required_area, method=method),)
+    if method not in SAFE_METHODS:
+        needed += tuple(getattr(view, "write_also_requires", ()))
+    return needed
+
+
 class AreaPermission(BasePermission):
     """Checks the view's `required_area` against the member's role or the API key's scopes."""
 
@@ -47,7 +60,7 @@ class AreaPermission(BasePermission):
         access = getattr(request, "tenant_access", None)
         if access is None:
             return False  # not authenticated: DRF answers 401
-        needed = permission_for(area=area, method=request.method)
-        if needed not in access.permissions:
-            raise PermissionDenied(f"Missing permission {needed}.", details={"required": needed})
+        for needed in permissions_for(view=view, method=request.method):
+            if needed not in access.permissions:
+                raise PermissionDenied(f"Missing permission {needed}.", details={"required": needed})
         return True

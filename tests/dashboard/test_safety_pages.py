@@ -255,10 +255,11 @@ def test_an_engineer_reads_the_queue_but_cannot_decide_and_other_roles_cannot_re
     html = _html(page)
     assert "zorblax for an engineer" in html and "Deciding needs the permission <code>safety:write</code>" in html
     assert 'id="review-form"' not in html and 'id="claim-form"' not in html
-    for response in (_decide(engineer, item_id, "approve"), _claim(engineer, 1),
-                     engineer.post(reverse(POLICY), {"action": "save"})):
+    for response in (_decide(engineer, item_id, "approve"), _claim(engineer, 1)):
         assert response.status_code == 403
         assert 'data-testid="missing-permission">safety:write<' in _html(response)
+    response = engineer.post(reverse(POLICY), {"action": "save"})
+    assert response.status_code == 403 and 'data-testid="missing-permission">safety:policy<' in _html(response)
     assert _item(safety_tenant.id, item_id).state == "pending"
     assert engineer.get(reverse(POLICY)).status_code == 200
 
@@ -291,9 +292,10 @@ def test_another_tenants_item_reads_as_missing(safety_tenant, make_tenant):
 
 def test_a_post_without_an_action_is_a_400_not_a_500(safety_tenant):
     reviewer = _reviewer(safety_tenant)
+    owner = _as_member_of(safety_tenant.user, safety_tenant.id)
 
-    for name in (QUEUE, POLICY):
-        response = reviewer.post(reverse(name), {})
+    for client, name in ((reviewer, QUEUE), (owner, POLICY)):
+        response = client.post(reverse(name), {})
         assert response.status_code == 400 and "Choose what to do" in _html(response)
 
 
@@ -412,3 +414,18 @@ def test_exporting_the_reviews_goes_to_the_new_dataset_version(safety_tenant):
     exported = owner.post(reverse(POLICY), {"action": "export", "name": "zorblax-reviews"})
     assert exported.status_code == 302
     assert re.fullmatch(r"/dataset-versions/[0-9a-f-]{36}/", exported["Location"])
+
+
+def test_reviewers_read_the_policy_page_but_only_owners_and_admins_save_or_export(safety_tenant):
+    reviewer = _as_member_of(safety_tenant.reviewer_users[0], safety_tenant.id)
+    page = reviewer.get(reverse(POLICY))
+    assert page.status_code == 200 and 'id="policy-form"' not in _html(page)
+
+    refused = reviewer.post(reverse(POLICY), _policy_data(safety_tenant.id, action="save", review_sla_minutes="5"))
+    assert refused.status_code == 403 and 'data-testid="missing-permission">safety:policy<' in _html(refused)
+    refused = reviewer.post(reverse(POLICY), {"action": "export", "name": "reviews"})
+    assert refused.status_code == 403 and 'data-testid="missing-permission">safety:policy<' in _html(refused)
+    assert policy_current(safety_tenant.id).version == 0
+
+    owner = _as_member_of(safety_tenant.user, safety_tenant.id)
+    assert 'id="policy-form"' in _html(owner.get(reverse(POLICY)))

@@ -1,5 +1,5 @@
-"""Fixtures of the safety tests: a tenant with an owner and a reviewer (API clients for both),
-flagged items made through the real check path."""
+"""Fixtures of the safety tests: a tenant with an owner and two reviewers (API clients for all),
+members of other roles on demand, flagged items made through the real check path."""
 from __future__ import annotations
 
 import pytest
@@ -29,6 +29,20 @@ def safety_tenant(make_tenant, api_client_for):
         reviewer_clients = [_client_for(user, owner.organization.id) for user in reviewers]
 
     return Tenant
+
+
+def member_client(tenant, role: str):
+    """A new member of the tenant's organization with `role` (signed up, invited by the owner, accepted)
+    and an API client holding the role's rights: (user, client)."""
+    import uuid
+
+    from tenants.services import invitation_accept, invitation_create, user_signup
+
+    person = user_signup(email=f"{role}-{uuid.uuid4().hex[:8]}@example.com", password="a long test password 1",
+                         organization_name=f"The {role}'s own")
+    invited = invitation_create(tenant_id=tenant.id, invited_by=tenant.user, email=person.user.email, role=role)
+    invitation_accept(token=invited.token, user=person.user)
+    return person.user, _client_for(person.user, tenant.id)
 
 
 def _client_for(user, organization_id):

@@ -159,3 +159,28 @@ def test_a_streamed_answer_is_released_as_the_policy_says_and_a_blocked_part_nev
     from lode.generation.completions import safety_review
 
     assert safety_review(tenant_id=safety_tenant.id, kind="prompt", text="Hello").stream == "sentences"
+
+
+def test_a_sentence_matching_a_blocked_example_phrase_is_never_streamed(safety_tenant):
+    from lode.generation.completions import Completion, ServedModel, completion_stream
+    from lode.safety.services import policy_create
+
+    def scripted() -> Completion:
+        events = iter([{"delta": "Here is my advice for you. "}, {"delta": "Hide your money from the tax authorities. "},
+                       {"delta": "Use cash."}, {"done": True, "finish_reason": "stop", "usage": {}}])
+        run = Completion(id="scripted", model=ServedModel(name="tiny", base={}, adapter=None, parameter_count=1,
+                                                           owned_by="lode"), events=events, prompt_verdict=None)
+        run.prompt_verdict = type("V", (), {"stream": "sentences"})()
+        return run
+
+    # Only the semantic blocklist knows this sentence: no term or pattern in the policy matches it.
+    policy_create(tenant_id=safety_tenant.id, by=safety_tenant.user, stream_release="sentences",
+                  blocklist=[{"kind": "phrase", "category": "blocklist",
+                              "value": "how do I hide my money from the tax authorities", "threshold": 0.6}])
+    streamed = list(completion_stream(scripted(), tenant_id=safety_tenant.id))
+    deltas = [item[1] for item in streamed if item[0] == "delta"]
+
+    assert deltas == ["Here is my advice for you. "]  # the harmless sentence still streams before the end
+    assert "tax" not in "".join(deltas)
+    assert streamed[-1][0] == "done" and streamed[-1][3] == "content_filter" and streamed[-1][2].action == "block"
+    assert "blocklist" in streamed[-1][2].categories

@@ -57,9 +57,57 @@ def test_policy_versions_and_bad_policies_get_4xx_naming_the_field(safety_tenant
         assert error["details"].get("field", next(iter(error["details"].get("fields", {})), None)) == field, (body, error)
     assert client.get("/api/v1/safety/policy").json()["version"] == 2  # nothing written
 
-    # Another tenant sees its own default; an engineer may read the policy but not change it.
+    # Another tenant sees its own default.
     other = api_client_for(make_tenant().user)
     assert other.get("/api/v1/safety/policy").json()["version"] == 0
+
+
+def _refused(response, permission: str) -> None:
+    assert response.status_code == 403, response.content
+    error = response.json()["error"]
+    assert error["details"]["required"] == permission and permission in error["message"], error
+
+
+def test_only_owners_and_admins_change_the_policy_and_exports_need_datasets_write(safety_tenant):
+    from tests.safety.conftest import member_client
+
+    _policy(safety_tenant.owner_client, **FLAG_ZORB)
+    reviewer = safety_tenant.reviewer_clients[0]
+    _admin, admin = member_client(safety_tenant, "admin")
+    _engineer, engineer = member_client(safety_tenant, "engineer")
+
+    # Reviewers decide items under the policy; they do not set it (safety:write is not enough).
+    _refused(reviewer.put("/api/v1/safety/policy", {"rules": {"blocklist": {"threshold": 0.5, "action": "allow"}}},
+                          format="json"), "safety:policy")
+    # An engineer may read the policy but not change it.
+    assert engineer.get("/api/v1/safety/policy").json()["version"] == 1
+    _refused(engineer.put("/api/v1/safety/policy", FLAG_ZORB, format="json"), "safety:write")
+    assert safety_tenant.owner_client.get("/api/v1/safety/policy").json()["version"] == 1  # nothing written
+    assert _policy(admin, **FLAG_ZORB)["version"] == 2
+
+    # Exporting the reviews creates a dataset, which a reviewer may not do.
+    _refused(reviewer.post("/api/v1/safety/review-exports", {"name": "by a reviewer"}, format="json"), "datasets:write")
+    # An engineer writes datasets but not safety.
+    _refused(engineer.post("/api/v1/safety/review-exports", {"name": "by an engineer"}, format="json"), "safety:write")
+    # An admin passes the permission check (and is told there is nothing to export yet).
+    too_few = admin.post("/api/v1/safety/review-exports", {"name": "by an admin"}, format="json")
+    assert too_few.status_code == 400 and too_few.json()["error"]["details"]["field"] == "reviews"
+
+
+def test_unknown_policy_fields_are_refused_naming_them_rather_than_reset_to_defaults(safety_tenant):
+    client = safety_tenant.owner_client
+    _policy(client, **FLAG_ZORB, semantic=False, review_sla_minutes=60)
+
+    # "semantc" would otherwise be dropped and `semantic` reset to its default (on).
+    response = client.put("/api/v1/safety/policy", {**FLAG_ZORB, "semantc": False, "review_sla": 60}, format="json")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert set(error["details"]["fields"]) == {"review_sla", "semantc"}
+    assert error["details"]["fields"]["semantc"] == ["Unknown field (did you mean semantic?)."]
+    assert "review_sla" in error["message"]
+    current = client.get("/api/v1/safety/policy").json()
+    assert current["version"] == 1 and current["semantic"] is False and current["review_sla_minutes"] == 60
 
 
 def test_block_flag_and_redact_and_every_decision_records_its_policy_version(safety_tenant):
@@ -124,6 +172,31 @@ def test_two_reviewers_claiming_at_once_get_different_items(safety_tenant):
     refused = safety_tenant.reviewer_clients[0].post(f"/api/v1/safety/items/{taken}/decision", {"verdict": "approve"},
                                                      format="json")
     assert refused.status_code == 409
+
+
+def test_an_api_key_whose_creator_is_gone_cannot_decide_or_override_a_claim(safety_tenant):
+    from tenants.db_context import tenant_atomic
+    from tenants.models import ApiKey
+    from tests.safety.conftest import flag_texts
+
+    _policy(safety_tenant.owner_client, **FLAG_ZORB)
+    first, second = flag_texts(safety_tenant.id, ["zorblax one", "zorblax two"])
+    holder = safety_tenant.reviewer_clients[1]
+    taken = holder.post("/api/v1/safety/items/claim", {"count": 1}, format="json").json()["items"][0]["id"]
+    free = second.item_id if taken == first.item_id else first.item_id
+    orphan = safety_tenant.reviewer_clients[0]
+    with tenant_atomic(safety_tenant.id):  # its creator deleted: ApiKey.created_by is SET_NULL
+        ApiKey.objects.filter(created_by=safety_tenant.reviewer_users[0]).update(created_by=None)
+
+    for item_id in (taken, free):
+        response = orphan.post(f"/api/v1/safety/items/{item_id}/decision", {"verdict": "approve"}, format="json")
+        assert response.status_code == 403, response.content
+        assert "reviewer" in response.json()["error"]["message"]
+    bulk = orphan.post("/api/v1/safety/items/decisions", {"items": [taken], "verdict": "approve"}, format="json")
+    assert bulk.status_code == 403, bulk.content
+    assert orphan.post("/api/v1/safety/items/claim", {"count": 1}, format="json").status_code == 403
+    assert {item.state for item in rows(ModerationItem, safety_tenant.id)} == {"claimed", "pending"}
+    assert rows(ReviewDecision, safety_tenant.id) == []
 
 
 def test_a_tenant_reviewer_cannot_see_or_decide_another_tenants_items(safety_tenant, make_tenant, api_client_for):

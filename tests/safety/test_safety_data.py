@@ -102,7 +102,10 @@ def test_reviewer_decisions_train_a_tenant_classifier_that_changes_a_verdict(saf
     assert version.row_count == 80 and version.stats["labels"] == {"safe": 40, "unsafe": 40}
 
     _policy(client)  # back to the default: nothing about glorp
-    held_out = "my invoice order glorp"
+    # Held out: words no training text has, so the classifier must go by "glorp", not recall a row.
+    held_out, clean_held_out = "my shipment ticket glorp", "my shipment ticket today"
+    assert not {word for text in (held_out, clean_held_out) for word in text.split()[1:3]} & set(words)
+    assert held_out not in texts and clean_held_out not in texts
     [before] = texts_check(tenant_id=safety_tenant.id, texts=[held_out], source="output", record="none")
     assert before.action == "allow"
 
@@ -118,5 +121,42 @@ def test_reviewer_decisions_train_a_tenant_classifier_that_changes_a_verdict(saf
     _policy(client, classifier=model["name"])
     [after] = texts_check(tenant_id=safety_tenant.id, texts=[held_out], source="output", record="none")
     assert after.action == "flag" and "classifier" in after.categories, after.scores
-    [clean] = texts_check(tenant_id=safety_tenant.id, texts=["my invoice order today"], source="output", record="none")
+    [clean] = texts_check(tenant_id=safety_tenant.id, texts=[clean_held_out], source="output", record="none")
     assert clean.action == "allow", clean.scores
+
+
+def test_the_review_export_leaves_out_image_items(safety_tenant):
+    from lode.datasets.shards import shard_tables
+    from lode.safety.hooks import images_review
+    from tests.safety.conftest import flag_texts
+
+    client = safety_tenant.owner_client
+    reviewer = safety_tenant.reviewer_clients[0]
+    _policy(client, blocklist=[{"kind": "term", "category": "blocklist", "value": "zorblax"}],
+            rules={"blocklist": {"threshold": 0.5, "action": "flag"}}, image_review="always")
+
+    def decide(item_ids):
+        for number, item_id in enumerate(item_ids):
+            verdict = {"verdict": "approve"} if number % 2 else {"verdict": "reject", "reason": "not for us"}
+            response = reviewer.post(f"/api/v1/safety/items/{item_id}/decision", verdict, format="json")
+            assert response.status_code == 200, response.content
+
+    # An image item's text is its prompt; the verdict was on the picture, so it labels no text.
+    images = images_review(tenant_id=safety_tenant.id, prompt="a picture of a harbour", prompt_flagged=False,
+                           images=[b"not really a png"] * 4, ref="req-images")
+    decide([image["item_id"] for image in images])
+    only_images = client.post("/api/v1/safety/review-exports", {"name": "images only"}, format="json")
+    assert only_images.status_code == 400, only_images.content
+    error = only_images.json()["error"]
+    assert error["details"]["field"] == "reviews" and "have 0" in error["message"]
+
+    texts = [f"zorblax text {number}" for number in range(4)]
+    decide([result.item_id for result in flag_texts(safety_tenant.id, texts)])
+    exported = client.post("/api/v1/safety/review-exports", {"name": "texts"}, format="json")
+    assert exported.status_code == 202, exported.content
+    version = version_built(safety_tenant.id, type("V", (), {"id": exported.json()["version_id"],
+                                                             "job_id": exported.json()["job_id"]})())
+    exported_rows = [row for table in shard_tables(tenant_id=safety_tenant.id, prefix=version.prefix,
+                                                   shard_count=version.shard_count) for row in table.to_pylist()]
+    assert sorted(row["text"] for row in exported_rows) == texts
+    assert version.stats["labels"] == {"safe": 2, "unsafe": 2}

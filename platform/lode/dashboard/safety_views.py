@@ -5,9 +5,9 @@ platform staff's escalations across tenants, and the safety policy in force with
 saves the next version and the export of reviewers' decisions as a dataset.
 
 Reads go through lode.safety.selectors (plain values, loaded whole), writes through
-lode.safety.moderation and lode.safety.services. Reading needs safety:read, deciding, claiming
-and saving safety:write (tenants.permissions: owners, admins and reviewers have both, engineers
-read only). Forms post here; a refusal is put back on the field it names (a reason missing for a
+lode.safety.moderation and lode.safety.services. Reading needs safety:read, deciding and claiming
+safety:write (tenants.permissions: owners, admins and reviewers have both, engineers read only),
+saving a policy version safety:policy (owners and admins) and exporting reviews datasets:write too. Forms post here; a refusal is put back on the field it names (a reason missing for a
 rejection, a regex that does not compile), never a 500. The escalations page is no tenant's: it
 is for platform staff (is_staff), whatever organization they act for."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ from lode.training import selectors as training_selectors
 from tenants.db_context import tenant_atomic
 
 from .forms import form_error_from
-from .views import TenantFormPageView, _discard_writes, _render_error, shell_context
+from .views import TenantFormPageView, _discard_writes, _render_error, forbidden, shell_context
 
 QUEUE_SHOWN = 100
 # The open view keeps what the reviewer decided this recently, with its new state.
@@ -485,6 +485,10 @@ class SafetyPolicyView(SafetyPageView):
 
     template_name = "dashboard/safety/policy.html"
     safety_tab = "policy"
+    # Reviewers decide items but do not set the rules they are held to: saving a version (and
+    # exporting, which also needs datasets:write) is for owners and admins.
+    write_permission = "safety:policy"
+    manage_permission = "safety:policy"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -526,6 +530,8 @@ class SafetyPolicyView(SafetyPageView):
         return self.render_invalid(status, policy_form=form)
 
     def _export(self, request: HttpRequest) -> HttpResponse:
+        if not self.can("datasets:write"):
+            return forbidden(request, "datasets:write")
         form = ReviewExportForm(request.POST)
         status = 400
         if form.is_valid():

@@ -56,7 +56,10 @@ def _policy_data(policy) -> dict:
 
 
 class PolicyApi(SafetyApiMixin, APIView):
-    """GET: the policy in force (version 0 is the platform's default). PUT: a new version."""
+    """GET: the policy in force (version 0 is the platform's default). PUT: a new version, by an
+    owner or admin only (safety:policy): reviewers decide items under the policy, not set it."""
+
+    write_also_requires = ("safety:policy",)
 
     @extend_schema(responses=PolicyOutput)
     def get(self, request):
@@ -181,7 +184,9 @@ class ItemBulkDecisionApi(SafetyApiMixin, APIView):
 
 class ReviewExportApi(SafetyApiMixin, APIView):
     """The reviewers' decisions as a classification dataset (safe/unsafe) for the tenant's own
-    safety classifier; 202 with the version being ingested."""
+    safety classifier; 202 with the version being ingested. It creates a dataset: datasets:write too."""
+
+    write_also_requires = ("datasets:write",)
 
     @extend_schema(request=ReviewExportInput, responses={202: dict})
     def post(self, request):

@@ -21,7 +21,10 @@ def generation_review(*, tenant_id: UUID | str, kind: str, text: str, ref: str =
 
     policy = policy_current(tenant_id)
     if kind == "output_partial":  # a streamed answer's text so far: checked, not recorded (the whole is)
-        [result] = texts_check(tenant_id=tenant_id, texts=[text], source="output", full=False, record="none",
+        # Released text cannot be called back, so the check before release is the whole one: the
+        # semantic blocklist too when the policy has example phrases (without any it adds nothing).
+        full = policy.semantic and any(entry[0] == "phrase" for entry in policy.blocklist)
+        [result] = texts_check(tenant_id=tenant_id, texts=[text], source="output", full=full, record="none",
                                policy=policy)
     else:
         [result] = texts_check(tenant_id=tenant_id, texts=[text], source="prompt" if kind == "prompt" else "output",

@@ -120,6 +120,8 @@ def item_decide(*, tenant_id: UUID | str, item_id: UUID | str, by: Any, verdict:
 
     reason = _reason(verdict, reason)
     reviewer = _reviewer(by)
+    if reviewer is None:  # e.g. an API key whose creator was deleted: nobody to hold to the claims
+        raise PermissionDenied("Deciding needs a reviewer: a signed-in member, or an API key a member created.")
     with tenant_atomic(tenant_id):
         item = _locked(ModerationItem.objects, item_id)
         if item.state == ModerationItem.State.ESCALATED:
@@ -142,7 +144,8 @@ def _locked(manager, item_id) -> ModerationItem:
 def _check_open_and_claim(item: ModerationItem, reviewer) -> None:
     if not item.is_open:
         raise Conflict(f"The item is already {item.state}.", details={"state": item.state})
-    claimed_by_other = (item.claimed_by_id and reviewer is not None and item.claimed_by_id != reviewer.id
+    # No reviewer counts as someone else: a live claim is never overridden by an anonymous decision.
+    claimed_by_other = (item.claimed_by_id and (reviewer is None or item.claimed_by_id != reviewer.id)
                         and item.claimed_at and item.claimed_at >= _claim_expired_before())
     if claimed_by_other:
         raise Conflict("Another reviewer has claimed this item.", details={"state": item.state})

@@ -1,10 +1,32 @@
 """Input and output shapes of the safety API. No logic: policies, checks and moderation do the work."""
+import difflib
+from collections.abc import Mapping
+
 from rest_framework import serializers
 
 from .models import ModerationItem, ReviewDecision, SafetyPolicy
 
 
-class PolicyInput(serializers.Serializer):
+class StrictInput(serializers.Serializer):
+    """An input that refuses keys it does not declare (a 400 naming each), rather than dropping them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: [_unknown_field(key, self.fields)] for key in unknown})
+        return super().to_internal_value(data)
+
+
+def _unknown_field(key, fields) -> str:
+    close = difflib.get_close_matches(str(key), list(fields), n=1)
+    return f"Unknown field{f' (did you mean {close[0]}?)' if close else ''}."
+
+
+class PolicyInput(StrictInput):
+    """The whole policy (PUT): a field left out takes its default, so a misspelt one is refused
+    rather than silently resetting the setting it meant."""
+
     rules = serializers.JSONField(required=False, default=dict)
     blocklist = serializers.JSONField(required=False, default=list)
     flagged_output = serializers.ChoiceField(choices=SafetyPolicy.FlaggedOutput.choices, required=False, default="hold")

@@ -12,7 +12,7 @@ from lode.core.errors import Conflict, ValidationFailed
 from tenants.db_context import tenant_atomic
 from tenants.services import actor_api_key, actor_user, audit_record
 
-from .models import ReviewDecision, SafetyPolicy
+from .models import ReviewDecision, SafetyPolicy, Source
 from .policies import blocklist_check, rules_check
 
 SAFE, UNSAFE = "safe", "unsafe"
@@ -52,9 +52,10 @@ def policy_create(*, tenant_id: UUID | str, by: Any, rules: Any = None, blocklis
 
 
 def review_export(*, tenant_id: UUID | str, by: Any, name: str = ""):
-    """Reviewers' decisions (approve → "safe", reject → "unsafe"; escalations wait for staff's
-    final word) as a new classification dataset, through the ordinary upload and ingest: train the
-    tenant's safety classifier on it with a sequence-classification fine-tune."""
+    """Reviewers' decisions on texts (approve → "safe", reject → "unsafe"; escalations wait for
+    staff's final word) as a new classification dataset, through the ordinary upload and ingest:
+    train the tenant's safety classifier on it with a sequence-classification fine-tune. Image
+    items are left out: their text is the prompt, and the verdict was on the picture."""
     import orjson
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.utils import timezone
@@ -63,6 +64,7 @@ def review_export(*, tenant_id: UUID | str, by: Any, name: str = ""):
 
     with tenant_atomic(tenant_id):
         decisions = list(ReviewDecision.objects.filter(verdict__in=("approve", "reject")).exclude(text="")
+                         .exclude(item__source=Source.IMAGE)
                          .order_by("item_id", "-created_at").values("item_id", "verdict", "text", "categories"))
     latest: dict[Any, dict] = {}
     for decision in decisions:
