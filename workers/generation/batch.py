@@ -7,7 +7,11 @@ finished chunk is a Parquet shard; with it the job meters the chunk's tokens (id
 per shard) and saves a checkpoint (rows done, shards, counts), so a worker lost mid-job resumes at
 the next chunk and a re-delivered job bills nothing twice. A row whose prompt cannot be built (a
 variable empty in that row), is refused by the safety policy, or is too long for the model is
-left out and counted; an output the policy blocks is left out too. The version's statistics and
+left out and counted. The policy applies row by row, as it does to interactive requests: each
+prompt message is reviewed on its own and what it redacts is redacted before the model sees it;
+an output it blocks is left out ("output_blocked"), one it holds for review too ("output_held":
+it waits in the moderation queue, with the job and row as its source), one it redacts is written
+redacted. The version's statistics and
 content hash are computed over the written shards at the end, as any version's are."""
 from __future__ import annotations
 
@@ -182,11 +186,21 @@ def _chunk(ctx, engine, pending, *, schema, writer, template, chat, input_field,
         if why:
             _leave_out(counts, rejects, item["number"], "no_input", why)
             continue
-        text = "\n".join(m["content"] for m in messages) if messages is not None else prompt
-        verdict = safety_review(tenant_id=ctx.tenant_id, kind="prompt", text=text)
-        if not verdict.allowed:
-            _leave_out(counts, rejects, item["number"], "prompt_blocked", ", ".join(verdict.categories))
+        ref = f"generation-job:{ctx.job_id}:row-{item['number']}"
+        # Each message is reviewed on its own, so that what the policy redacts is redacted in the
+        # message it was found in; a prompt the policy blocks leaves the row out.
+        texts = [m["content"] for m in messages] if messages is not None else [prompt]
+        verdicts = [safety_review(tenant_id=ctx.tenant_id, kind="prompt", text=text, ref=ref) for text in texts]
+        blocked = [verdict for verdict in verdicts if not verdict.allowed]
+        if blocked:
+            _leave_out(counts, rejects, item["number"], "prompt_blocked",
+                       ", ".join(dict.fromkeys(c for verdict in blocked for c in verdict.categories)))
             continue
+        if messages is not None:
+            messages = [{**message, "content": verdict.text} if verdict.text is not None else message
+                        for message, verdict in zip(messages, verdicts)]
+        elif verdicts[0].text is not None:
+            prompt = verdicts[0].text
         seed = sampling_params.get("seed")
         request = Request(prompt_ids=prompt_ids(engine.tokenizer, messages=messages, prompt=prompt),
                                adapter=adapter["id"] if adapter else None,
@@ -206,11 +220,15 @@ def _chunk(ctx, engine, pending, *, schema, writer, template, chat, input_field,
         if request.finish_reason == "error":
             _leave_out(counts, rejects, item["number"], "error", request.error or "")
             continue
-        verdict = safety_review(tenant_id=ctx.tenant_id, kind="output", text=request.text)
+        verdict = safety_review(tenant_id=ctx.tenant_id, kind="output", text=request.text,
+                                ref=f"generation-job:{ctx.job_id}:row-{item['number']}")
         if not verdict.allowed:
             _leave_out(counts, rejects, item["number"], "output_blocked", ", ".join(verdict.categories))
             continue
-        rows.append({**item["row"], output_field: request.text})
+        if verdict.held:  # withheld until a reviewer releases it: not written into the dataset
+            _leave_out(counts, rejects, item["number"], "output_held", f"moderation item {verdict.item_id}")
+            continue
+        rows.append({**item["row"], output_field: request.text if verdict.text is None else verdict.text})
     if rows:
         writer.write(pa.Table.from_pylist(rows, schema=schema))
         writer.flush()
