@@ -1,6 +1,6 @@
 """The official `openai` client against a live Lode (its base_url pointed at /v1): a file uploaded
 and ingested, a fine-tune created, followed, listed, its events and checkpoints read, the model it
-made listed, another cancelled; and the errors the client raises for bad requests, another
+made listed and chatted with (whole and streamed), an image drawn, another fine-tune cancelled; and the errors the client raises for bad requests, another
 tenant's objects, bad keys and missing scopes, in OpenAI's error shape."""
 from __future__ import annotations
 
@@ -58,10 +58,11 @@ def _error(exc: openai.APIStatusError) -> dict:
     return body["error"]
 
 
-def test_the_openai_client_uploads_fine_tunes_and_lists_the_model(live_server, celery_worker, make_tenant, base_models):
-    base_models("tiny-gpt2")
+def test_the_openai_client_uploads_fine_tunes_and_lists_the_model(live_server, celery_worker, generation_server,
+                                                                   make_tenant, base_models):
+    base_models("tiny-gpt2", "tiny-sd")
     tenant = make_tenant()
-    client = _client(live_server, tenant.user)
+    client = _client(live_server, tenant.user, scopes=SCOPES + ["generation:read", "generation:write"])
     data = _chat_jsonl(40)
 
     uploaded = client.files.create(file=("support.jsonl", data), purpose="fine-tune")
@@ -109,6 +110,24 @@ def test_the_openai_client_uploads_fine_tunes_and_lists_the_model(live_server, c
     assert models["tiny-gpt2"].owned_by == "lode" and models["tiny-gpt2"].object == "model"
     retrieved = client.models.retrieve(done.fine_tuned_model)
     assert (retrieved.id, retrieved.owned_by) == (done.fine_tuned_model, tenant.organization.slug)
+
+    # The model the job made answers, whole and streamed (greedy: the same text in pieces), and
+    # the tiny diffusion model draws.
+    messages = [{"role": "system", "content": "You are a support agent."},
+                {"role": "user", "content": f"Question about my {TRAINING_WORDS[0]}?"}]
+    whole = client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=10, temperature=0)
+    assert whole.object == "chat.completion" and whole.model == done.fine_tuned_model
+    assert whole.choices[0].message.role == "assistant" and whole.choices[0].finish_reason in ("stop", "length")
+    assert whole.usage.completion_tokens >= 1
+    chunks = list(client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=10,
+                                                 temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == (
+        whole.choices[0].message.content)
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    drawn = client.images.generate(model="tiny-sd", prompt="a parcel on a doorstep", size="64x64",
+                                   response_format="b64_json", extra_body={"steps": 2, "seed": 5})
+    assert drawn.data[0].b64_json and drawn.created > 0
 
     processed = client.files.retrieve(uploaded.id)
     assert processed.status == "processed" and processed.status_details is None
