@@ -8,6 +8,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from lode.core.errors import ValidationFailed
 from lode.core.models import Job
 from tenants.context import request_actor
 from tenants.scoping import TenantScopedMixin
@@ -30,8 +31,6 @@ class GenerationApiMixin(TenantScopedMixin):
 
 def _body(request) -> dict:
     if not isinstance(request.data, dict):
-        from lode.core.errors import ValidationFailed
-
         raise ValidationFailed("body: a JSON object", details={"field": "body"})
     return dict(request.data)
 
@@ -77,8 +76,15 @@ class PromptTemplateListCreateApi(GenerationApiMixin, generics.ListAPIView):
     @extend_schema(request=PromptTemplateOutput, responses={201: PromptTemplateOutput})
     def post(self, request):
         body = _body(request)
-        name = body.pop("name", None)
-        template = prompts.template_create(tenant_id=self.tenant.id, by=request_actor(request), name=name, **body)
+        # Unknown keys are refused (as a change's are), and only the template's own fields reach
+        # the service: a body's `by` or `tenant_id` must not collide with its arguments.
+        unknown = sorted(set(body) - {"name", *prompts.TEMPLATE_FIELDS})
+        if unknown:
+            raise ValidationFailed(f"{unknown[0]}: not a template field ({', '.join(prompts.TEMPLATE_FIELDS)})",
+                                   details={"field": unknown[0]})
+        values = {key: body[key] for key in prompts.TEMPLATE_FIELDS if key in body}
+        template = prompts.template_create(tenant_id=self.tenant.id, by=request_actor(request), name=body.get("name"),
+                                           **values)
         return Response(PromptTemplateOutput(template).data, status=status.HTTP_201_CREATED)
 
 
@@ -135,7 +141,7 @@ class GenerationJobListCreateApi(GenerationApiMixin, generics.GenericAPIView):
         job = batch.generation_job_create(
             tenant_id=self.tenant.id, by=request_actor(request), model=values["model"], version_id=values["version"],
             template=values.get("template"), input_field=values.get("input_field") or None,
-            output_field=values["output_field"], params=values.get("params") or {},
+            output_field=values["output_field"], params=values["params"],
         )
         return Response(GenerationJobOutput(job).data, status=status.HTTP_202_ACCEPTED)
 

@@ -136,16 +136,32 @@ def _number(params: dict, key: str, low: float, high: float, default: float, *, 
     return value
 
 
-def sampling_params_check(params: dict[str, Any]) -> dict[str, Any]:
+# OpenAI's limit on stop sequences; each is searched for in the text after every token on the
+# shared engine thread, so its length is capped too.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 128
+# A batch job adds the row number to the seed: the sum must still be a 64-bit seed.
+MAX_SEED = 2**63 - 1 - 10**6
+
+
+def _seed(params: dict[str, Any]) -> int | None:
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ValidationFailed(f"seed: an integer from 0 to {MAX_SEED}", details={"field": "seed"})
+    return seed
+
+
+def sampling_params_check(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise ValidationFailed("params: an object of sampling parameters", details={"field": "params"})
     stop = params.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or len(stop) > 4
-                             or not all(isinstance(item, str) and item for item in stop)):
-        raise ValidationFailed("stop: a string or a list of up to 4 strings", details={"field": "stop"})
-    seed = params.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValidationFailed("seed: an integer", details={"field": "seed"})
+    if stop is not None and (not isinstance(stop, list) or len(stop) > MAX_STOP_SEQUENCES or not all(
+            isinstance(item, str) and 0 < len(item) <= MAX_STOP_CHARS for item in stop)):
+        raise ValidationFailed(f"stop: a string or a list of up to {MAX_STOP_SEQUENCES} strings, each of 1 to "
+                               f"{MAX_STOP_CHARS} characters", details={"field": "stop"})
+    seed = _seed(params)
     return {
         "max_tokens": _number(params, "max_tokens", 1, MAX_TOKENS_LIMIT, 64, integer=True),
         "temperature": _number(params, "temperature", 0, 2, 1.0),
@@ -208,17 +224,14 @@ def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None
         text = prompt
         payload_input = {"prompt": prompt}
     completion_id = uuid.uuid4().hex
-    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=text, ref=completion_id,
-                            context={"model": served.name, "template": used})
+    context = {"model": served.name, "template": used}
+    verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=text, ref=completion_id, context=context)
     if not verdict.allowed:
-        raise ValidationFailed("prompt: refused by the organization's safety policy",
-                               details={"field": "prompt", "categories": verdict.categories,
-                                        "policy_version": verdict.policy_version})
+        raise _refused(verdict, field="prompt")
     if verdict.text is not None:  # personal data redacted before the model sees it
         if chat:
-            parts = verdict.text.split(MESSAGE_SEPARATOR)
-            if len(parts) == len(payload_input["messages"]):
-                payload_input["messages"] = [{**m, "content": part} for m, part in zip(payload_input["messages"], parts)]
+            payload_input["messages"] = _messages_redacted(tenant_id=tenant_id, messages=payload_input["messages"],
+                                                           verdict=verdict, ref=completion_id, context=context)
         else:
             payload_input["prompt"] = verdict.text
     size = size_class(served.parameter_count)
@@ -231,6 +244,30 @@ def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None
     return Completion(id=completion_id, model=served, prompt_verdict=verdict, template=used,
                       messages=payload_input.get("messages"), prompt=payload_input.get("prompt"),
                       events=_metered(tenant_id, completion_id, size, engine_request(payload)))
+
+
+def _refused(verdict: Verdict, *, field: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: refused by the organization's safety policy",
+                            details={"field": field, "categories": verdict.categories,
+                                     "policy_version": verdict.policy_version})
+
+
+def _messages_redacted(*, tenant_id: UUID | str, messages: list[dict[str, str]], verdict: Verdict, ref: str,
+                       context: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages with the joined text's redactions. Where the redacted text cannot be split back
+    message by message (a message holds the separator, or a redaction took one), each message is
+    reviewed and redacted on its own: an unredacted message never reaches the model."""
+    parts = verdict.text.split(MESSAGE_SEPARATOR)
+    if len(parts) == len(messages) and not any(MESSAGE_SEPARATOR in m["content"] for m in messages):
+        return [{**m, "content": part} for m, part in zip(messages, parts)]
+    redacted = []
+    for index, message in enumerate(messages):
+        own = safety_review(tenant_id=tenant_id, kind="prompt", text=message["content"], ref=f"{ref}#{index}",
+                            context=context)
+        if not own.allowed:
+            raise _refused(own, field="prompt")
+        redacted.append({**message, "content": own.text if own.text is not None else message["content"]})
+    return redacted
 
 
 def _metered(tenant_id, completion_id: str, size: str, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -344,9 +381,7 @@ def image_params_check(params: dict[str, Any]) -> dict[str, Any]:
     negative = params.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         raise ValidationFailed("negative_prompt: text", details={"field": "negative_prompt"})
-    seed = params.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValidationFailed("seed: an integer", details={"field": "seed"})
+    seed = _seed(params)
     return {"n": _number(params, "n", 1, MAX_IMAGES, 1, integer=True), "width": width, "height": height,
             "steps": _number(params, "steps", 1, 150, 20, integer=True),
             "guidance": _number(params, "guidance", 0, 30, 7.5), "seed": seed, "negative_prompt": negative}
@@ -365,11 +400,19 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
     verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=prompt, ref=request_id,
                             context={"model": served.name, "kind": "image"})
     if not verdict.allowed:
-        raise ValidationFailed("prompt: refused by the organization's safety policy",
-                               details={"field": "prompt", "categories": verdict.categories,
-                                        "policy_version": verdict.policy_version})
+        raise _refused(verdict, field="prompt")
     if verdict.text is not None:
         prompt = verdict.text
+    # The negative prompt is the request's text too (it steers the picture): reviewed as a prompt.
+    negative_verdict = Verdict()
+    if clean["negative_prompt"] and clean["negative_prompt"].strip():
+        negative_verdict = safety_review(tenant_id=tenant_id, kind="prompt", text=clean["negative_prompt"],
+                                         ref=f"{request_id}#negative_prompt",
+                                         context={"model": served.name, "kind": "image", "field": "negative_prompt"})
+        if not negative_verdict.allowed:
+            raise _refused(negative_verdict, field="negative_prompt")
+        if negative_verdict.text is not None:
+            clean = {**clean, "negative_prompt": negative_verdict.text}
     size = size_class(served.parameter_count)
     usage_admit(tenant_id=tenant_id, estimate=[UsageEstimate(meter="images", dimension=size, quantity=Decimal(clean["n"]))])
     done = {}
@@ -386,7 +429,8 @@ def images_generate(*, tenant_id: UUID | str, model: Any, prompt: Any, params: d
             source_type="request", source_id=request_id)])
     reviews: list = [None] * len(images)
     for hook in IMAGE_REVIEW_HOOKS:
-        reviews = hook(tenant_id=tenant_id, prompt=prompt, prompt_flagged=verdict.flagged, ref=request_id,
+        reviews = hook(tenant_id=tenant_id, prompt=prompt, prompt_flagged=verdict.flagged or negative_verdict.flagged,
+                       ref=request_id,
                        images=[base64.b64decode(image) for image in images], context={"model": served.name})
     # A held image is not handed out: a reviewer releases it (or purges it) later.
     images = [None if review and review.get("held") else image for image, review in zip(images, reviews)]

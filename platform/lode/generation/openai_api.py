@@ -4,20 +4,24 @@ authenticate (`Authorization: Bearer lode_sk_…`, what the client sends); every
 OpenAI's shape (openai_errors.py). Thin views: input → one service or selector → OpenAI's shape."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lode.core.errors import PayloadTooLarge, ValidationFailed
+from lode.core.errors import LodeError, PayloadTooLarge, PermissionDenied, ValidationFailed
 from tenants.context import request_actor
+from tenants.permissions import AreaPermission, permission_for
 from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
-from .openai_errors import openai_exception_handler
+from .openai_errors import openai_error_body, openai_exception_handler
 from .openai_serializers import (
     FileCreateInput,
     FineTuningJobCreateInput,
@@ -173,16 +177,40 @@ class FineTuningJobCheckpointListApi(OpenAIApiView):
 # --- Models ---------------------------------------------------------------------------------------
 
 
-class ModelListApi(OpenAIApiView):
-    required_area = "training"
+class AreaOrAlsoAcceptedPermission(AreaPermission):
+    """AreaPermission, also satisfied by the view's `also_accepted_areas`; a denial names the
+    required area's permission and the others that would do."""
 
+    def has_permission(self, request, view) -> bool:
+        access = getattr(request, "tenant_access", None)
+        if access is None:
+            return False  # not authenticated: DRF answers 401
+        also = [permission_for(area=area, method=request.method) for area in view.also_accepted_areas]
+        if any(permission in access.permissions for permission in also):
+            return True
+        needed = permission_for(area=view.required_area, method=request.method)
+        if needed not in access.permissions:
+            raise PermissionDenied(f"Missing permission {needed} (or {' or '.join(also)}).",
+                                   details={"required": needed, "also_accepted": also})
+        return super().has_permission(request, view)
+
+
+class _ModelsApi(OpenAIApiView):
+    """The models a tenant may call: a key that generates lists them, and so does one that
+    fine-tunes (its jobs' models appear here)."""
+
+    required_area = "generation"
+    also_accepted_areas = ("training",)
+    permission_classes = [IsAuthenticated, AreaOrAlsoAcceptedPermission]
+
+
+class ModelListApi(_ModelsApi):
     @extend_schema(exclude=True)
     def get(self, request):
         return Response(list_body(selectors.openai_model_list(tenant=self.tenant)))
 
 
-class ModelDetailApi(OpenAIApiView):
-    required_area = "training"
+class ModelDetailApi(_ModelsApi):
 
     @extend_schema(exclude=True)
     def get(self, request, model):
@@ -226,6 +254,7 @@ class _CompletionApi(OpenAIApiView):
         from .completions import completion_start, completion_stream, completion_text
 
         body = request.data if isinstance(request.data, dict) else {}
+        include_usage = _include_usage(body.get("stream_options"))
         # Lode's extension: `template` (a stored prompt template's name, or {name, variables,
         # example_set, max_examples}; the openai client sends it with extra_body).
         template = body.get("template")
@@ -252,7 +281,6 @@ class _CompletionApi(OpenAIApiView):
             return Response({**head, "object": kind, "choices": [choice], "usage": _usage(result["usage"]),
                              "system_fingerprint": None,
                              "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": result["verdict"].as_dict()}})
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunk_kind = "chat.completion.chunk" if self.chat else "text_completion"
 
         def chunk(delta: str | None, finish: str | None, *, first: bool = False) -> bytes:
@@ -268,26 +296,46 @@ class _CompletionApi(OpenAIApiView):
             # verdict, or sentence by sentence, by the tenant's policy).
             if self.chat:
                 yield chunk(None, None, first=True)
-            for kind, *rest in completion_stream(run, tenant_id=tenant_id):
-                if kind == "delta":
-                    yield chunk(rest[0], None)
-                elif kind == "error":
-                    yield _sse({"error": {"message": rest[0], "type": "server_error", "param": None,
-                                          "code": "generation_failed"}})
-                else:
-                    done, verdict, finish = rest
-                    yield _sse({**head, "object": chunk_kind, "choices": [
-                        {"index": 0, **({"delta": {}} if self.chat else {"text": ""}), "finish_reason": _finish(
-                            {**done, "finish_reason": finish}), "logprobs": None}],
-                        "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": verdict.as_dict()}})
-                    if include_usage:
-                        yield _sse({**head, "object": chunk_kind, "choices": [], "usage": _usage(done.get("usage") or {})})
+            try:
+                for kind, *rest in completion_stream(run, tenant_id=tenant_id):
+                    if kind == "delta":
+                        yield chunk(rest[0], None)
+                    elif kind == "error":
+                        yield _sse({"error": {"message": rest[0], "type": "server_error", "param": None,
+                                              "code": "generation_failed"}})
+                    else:
+                        done, verdict, finish = rest
+                        yield _sse({**head, "object": chunk_kind, "choices": [
+                            {"index": 0, **({"delta": {}} if self.chat else {"text": ""}), "finish_reason": _finish(
+                                {**done, "finish_reason": finish}), "logprobs": None}],
+                            "lode_safety": {"prompt": run.prompt_verdict.as_dict(), "output": verdict.as_dict()}})
+                        if include_usage:
+                            yield _sse({**head, "object": chunk_kind, "choices": [],
+                                        "usage": _usage(done.get("usage") or {})})
+            except LodeError as exc:  # e.g. the generation server did not answer in time (503)
+                # The 200 and the first chunks are sent: the error travels as an event, and the
+                # stream still ends as OpenAI's clients expect.
+                field = exc.details.get("field") if isinstance(exc.details, dict) else None
+                yield _sse(openai_error_body(status=exc.http_status, message=exc.message, code=exc.code, param=field))
             yield b"data: [DONE]\n\n"
 
         response = StreamingHttpResponse(stream(), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
+
+
+def _include_usage(stream_options: Any) -> bool:
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise ValidationFailed("stream_options: an object, e.g. {\"include_usage\": true}",
+                               details={"field": "stream_options"})
+    include_usage = stream_options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ValidationFailed("stream_options.include_usage: true or false",
+                               details={"field": "stream_options.include_usage"})
+    return bool(include_usage)
 
 
 def _sse(payload: dict) -> bytes:

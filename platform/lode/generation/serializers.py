@@ -45,7 +45,9 @@ class GenerationJobInput(serializers.Serializer):
     input_field = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None, max_length=100,
                                         help_text="Without a template: the row field that is the prompt.")
     output_field = serializers.CharField(required=False, default="generated", max_length=100)
-    params = serializers.JSONField(required=False, default=dict)
+    params = serializers.DictField(required=False, default=dict,
+                                   help_text="Sampling parameters: max_tokens, temperature, top_p, top_k, "
+                                             "repetition_penalty, stop, seed.")
 
 
 class GenerationJobOutput(serializers.ModelSerializer):
