@@ -161,3 +161,26 @@ def test_a_key_that_may_generate_lists_and_reads_the_models(client, make_tenant,
     datasets_only = api_client_for(make_tenant().user, scopes=["datasets:read"])
     error = _error(datasets_only.get("/v1/models"), 403)
     assert "Missing permission generation:read" in error["message"] and "training:read" in error["message"]
+
+
+# --- Metering ------------------------------------------------------------------------------------
+
+
+def test_a_stream_the_client_leaves_mid_way_is_billed_for_what_it_was_sent(client):
+    from lode.billing.models import UsageEvent
+
+    run = completion_start(tenant_id=client.tenant_id, model="tiny-gpt2", prompt="Your order number 7 was",
+                           params={"max_tokens": 40, "temperature": 0.9, "seed": 4})
+    received = []
+    for event in run.events:  # the client reads two pieces of text, then goes away
+        if event.get("delta"):
+            received.append(event["delta"])
+        if len(received) == 2 or event.get("done"):
+            break
+    assert len(received) == 2
+    run.events.close()  # what Django does when the response is closed
+
+    usage = {event.meter: int(event.quantity) for event in system(UsageEvent).filter(tenant_id=client.tenant_id)}
+    assert usage == {"input_tokens": len("Your order number 7 was") // 4, "output_tokens": 2}
+    assert all(event.idempotency_key.startswith(f"generation:{run.id}:")
+               for event in system(UsageEvent).filter(tenant_id=client.tenant_id))

@@ -243,7 +243,8 @@ def completion_start(*, tenant_id: UUID | str, model: Any, messages: list | None
                **payload_input}
     return Completion(id=completion_id, model=served, prompt_verdict=verdict, template=used,
                       messages=payload_input.get("messages"), prompt=payload_input.get("prompt"),
-                      events=_metered(tenant_id, completion_id, size, engine_request(payload)))
+                      events=_metered(tenant_id, completion_id, size, engine_request(payload),
+                                      input_estimate=max(len(text) // CHARS_PER_TOKEN, 1)))
 
 
 def _refused(verdict: Verdict, *, field: str) -> ValidationFailed:
@@ -270,20 +271,36 @@ def _messages_redacted(*, tenant_id: UUID | str, messages: list[dict[str, str]],
     return redacted
 
 
-def _metered(tenant_id, completion_id: str, size: str, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _metered(tenant_id, completion_id: str, size: str, events: Iterator[dict[str, Any]], *,
+             input_estimate: int) -> Iterator[dict[str, Any]]:
+    """The events, metered at the end with the usage the server counted. A client that goes away
+    mid-stream (the response closed before the end) is billed for what it was sent: the prompt as
+    estimated at admission and one token a text delta (the server emits a delta for each token that
+    settles text, so this is a lower bound); a request that never produced text is not billed."""
     from lode.billing.services import UsageInput, usage_record
 
-    for event in events:
-        if event.get("done"):
-            usage = event.get("usage") or {}
-            usage_record(tenant_id=tenant_id, events=[
-                UsageInput(meter=meter, dimension=size, quantity=quantity, idempotency_key=f"generation:{completion_id}:{part}",
-                           source_type="request", source_id=completion_id)
-                for meter, part, quantity in (("input_tokens", "input", usage.get("prompt_tokens", 0)),
-                                              ("output_tokens", "output", usage.get("completion_tokens", 0)))
-                if quantity  # a request that failed before generating used nothing
-            ])
-        yield event
+    def record(input_tokens: int, output_tokens: int) -> None:
+        usage_record(tenant_id=tenant_id, events=[
+            UsageInput(meter=meter, dimension=size, quantity=quantity, idempotency_key=f"generation:{completion_id}:{part}",
+                       source_type="request", source_id=completion_id)
+            for meter, part, quantity in (("input_tokens", "input", input_tokens), ("output_tokens", "output", output_tokens))
+            if quantity  # a request that failed before generating used nothing
+        ])
+
+    finished, deltas = False, 0
+    try:
+        for event in events:
+            if event.get("done"):
+                finished = True
+                usage = event.get("usage") or {}
+                record(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            elif event.get("delta"):
+                deltas += 1
+            yield event
+    except GeneratorExit:
+        if not finished and deltas:
+            record(input_estimate, deltas)
+        raise
 
 
 def completion_text(completion: Completion, *, tenant_id: UUID | str) -> dict[str, Any]:
