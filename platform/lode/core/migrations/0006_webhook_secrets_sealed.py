@@ -6,34 +6,31 @@ from django.db import migrations, models
 TABLE = "core_webhookendpoint"
 
 
+def _rewrite(schema_editor, *, columns: tuple[str, str], into: tuple[str, str], convert) -> None:
+    """Every row's two secret columns, converted by `convert(value, context)`, into the other two
+    (an empty previous secret stays empty)."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {TABLE} NO FORCE ROW LEVEL SECURITY")
+        cursor.execute(f"SELECT id, {columns[0]}, {columns[1]} FROM {TABLE}")
+        for endpoint_id, current, previous in cursor.fetchall():
+            values = [convert(value, f"webhook_endpoint:{endpoint_id}:{field}") if value else ""
+                      for value, field in ((current, "secret"), (previous, "previous_secret"))]
+            cursor.execute(f"UPDATE {TABLE} SET {into[0]} = %s, {into[1]} = %s WHERE id = %s", [*values, endpoint_id])
+        cursor.execute(f"ALTER TABLE {TABLE} FORCE ROW LEVEL SECURITY")
+
+
 def seal_existing(apps, schema_editor):
     from lode.core import sealing
 
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {TABLE} NO FORCE ROW LEVEL SECURITY")
-        cursor.execute(f"SELECT id, secret, previous_secret FROM {TABLE}")
-        for endpoint_id, secret, previous in cursor.fetchall():
-            sealed = sealing.seal(secret, context=f"webhook_endpoint:{endpoint_id}:secret")
-            previous_sealed = (sealing.seal(previous, context=f"webhook_endpoint:{endpoint_id}:previous_secret")
-                               if previous else "")
-            cursor.execute(f"UPDATE {TABLE} SET secret_sealed = %s, previous_secret_sealed = %s WHERE id = %s",
-                           [sealed, previous_sealed, endpoint_id])
-        cursor.execute(f"ALTER TABLE {TABLE} FORCE ROW LEVEL SECURITY")
+    _rewrite(schema_editor, columns=("secret", "previous_secret"), into=("secret_sealed", "previous_secret_sealed"),
+             convert=lambda value, context: sealing.seal(value, context=context))
 
 
 def unseal_back(apps, schema_editor):
     from lode.core import sealing
 
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {TABLE} NO FORCE ROW LEVEL SECURITY")
-        cursor.execute(f"SELECT id, secret_sealed, previous_secret_sealed FROM {TABLE}")
-        for endpoint_id, sealed, previous_sealed in cursor.fetchall():
-            secret = sealing.unseal(sealed, context=f"webhook_endpoint:{endpoint_id}:secret")
-            previous = (sealing.unseal(previous_sealed, context=f"webhook_endpoint:{endpoint_id}:previous_secret")
-                        if previous_sealed else "")
-            cursor.execute(f"UPDATE {TABLE} SET secret = %s, previous_secret = %s WHERE id = %s",
-                           [secret, previous, endpoint_id])
-        cursor.execute(f"ALTER TABLE {TABLE} FORCE ROW LEVEL SECURITY")
+    _rewrite(schema_editor, columns=("secret_sealed", "previous_secret_sealed"), into=("secret", "previous_secret"),
+             convert=lambda value, context: sealing.unseal(value, context=context))
 
 
 class Migration(migrations.Migration):
