@@ -1,7 +1,9 @@
 """Roles, areas and what each role may do; the DRF permission every endpoint declares.
 
 An endpoint names its area (`required_area = "training"`); reads need `<area>:read`, writes
-`<area>:write`, and a write that needs more names it too (`write_also_requires = ("datasets:write",)`).
+`<area>:write`, and a write that needs more names it too (`write_also_requires = ("datasets:write",)`);
+a view whose reads or writes another area's right may stand in for names that area
+(`also_accepted_areas = ("training",)`).
 A member's rights come from their role; an API key's from its scopes, which can never exceed the
 rights of the member who created it. A denial is a 403 naming the permission."""
 from __future__ import annotations
@@ -60,7 +62,15 @@ class AreaPermission(BasePermission):
         access = getattr(request, "tenant_access", None)
         if access is None:
             return False  # not authenticated: DRF answers 401
-        for needed in permissions_for(view=view, method=request.method):
+        needs = permissions_for(view=view, method=request.method)
+        # A view may let another area's right stand in for its own (`also_accepted_areas`): the
+        # models a key can call are listed for a key that generates and for one that fine-tunes.
+        also = [permission_for(area=area, method=request.method) for area in getattr(view, "also_accepted_areas", ())]
+        if also and needs[0] not in access.permissions and any(p in access.permissions for p in also):
+            needs = needs[1:]
+        for needed in needs:
             if needed not in access.permissions:
-                raise PermissionDenied(f"Missing permission {needed}.", details={"required": needed})
+                alternatives = f" (or {' or '.join(also)})" if also and needed == needs[0] else ""
+                raise PermissionDenied(f"Missing permission {needed}{alternatives}.",
+                                       details={"required": needed, **({"also_accepted": also} if alternatives else {})})
         return True

@@ -82,7 +82,7 @@ def _tuned(signup, base, *, name: str, task_type: str = "causal_lm") -> TunedMod
 
 def _template(signup, name: str = "support-reply", **fields):
     values = {"template": "Reply about {{ topic }} in a {{ tone }} tone.", "defaults": {"tone": "friendly"}} | fields
-    return prompts.template_create(tenant_id=signup.organization.id, by=signup.user, name=name, **values)
+    return prompts.template_create(tenant_id=signup.organization.id, by=signup.user, name=name, values=values)
 
 
 @pytest.fixture

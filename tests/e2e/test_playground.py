@@ -74,7 +74,8 @@ def test_a_template_shows_its_variables_and_preview_and_fills_the_request(
         live_server, generation_server, base_models, log_in, ada):  # noqa: F811
     base_models("tiny-gpt2")
     prompts.template_create(tenant_id=ada.organization.id, by=ada.user, name="support-reply",
-                            template="Reply about {{ topic }} in a {{ tone }} tone.", defaults={"tone": "friendly"})
+                            values={"template": "Reply about {{ topic }} in a {{ tone }} tone.",
+                                    "defaults": {"tone": "friendly"}})
     page = _open_playground(log_in, ada)
     page.get_by_label("Model").select_option("tiny-gpt2")
 

@@ -283,8 +283,8 @@ def world(make_tenant, test_clients) -> World:
     prompt_name = _unique("a-prompts")
     example_set = example_set_create(tenant_id=a_org.id, by=a.user, name=prompt_name,
                                      examples=[{"variables": {"question": "a secret"}, "output": "a secret reply"}])
-    template = template_create(tenant_id=a_org.id, by=a.user, name=prompt_name, template="Q: {{ question }}",
-                               example_set=prompt_name)
+    template = template_create(tenant_id=a_org.id, by=a.user, name=prompt_name,
+                               values={"template": "Q: {{ question }}", "example_set": prompt_name})
 
     # A's webhook endpoint and one delivery to it (the test event; not sent: this test never commits).
     webhook_url = f"https://127.0.0.1:9/{_unique('a-hook')}"

@@ -76,15 +76,9 @@ class PromptTemplateListCreateApi(GenerationApiMixin, generics.ListAPIView):
     @extend_schema(request=PromptTemplateOutput, responses={201: PromptTemplateOutput})
     def post(self, request):
         body = _body(request)
-        # Unknown keys are refused (as a change's are), and only the template's own fields reach
-        # the service: a body's `by` or `tenant_id` must not collide with its arguments.
-        unknown = sorted(set(body) - {"name", *prompts.TEMPLATE_FIELDS})
-        if unknown:
-            raise ValidationFailed(f"{unknown[0]}: not a template field ({', '.join(prompts.TEMPLATE_FIELDS)})",
-                                   details={"field": unknown[0]})
-        values = {key: body[key] for key in prompts.TEMPLATE_FIELDS if key in body}
+        values = {key: value for key, value in body.items() if key != "name"}  # the service refuses unknown keys
         template = prompts.template_create(tenant_id=self.tenant.id, by=request_actor(request), name=body.get("name"),
-                                           **values)
+                                           values=values)
         return Response(PromptTemplateOutput(template).data, status=status.HTTP_201_CREATED)
 
 

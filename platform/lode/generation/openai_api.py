@@ -11,13 +11,11 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lode.core.errors import LodeError, PayloadTooLarge, PermissionDenied, ValidationFailed
+from lode.core.errors import LodeError, PayloadTooLarge, ValidationFailed
 from tenants.context import request_actor
-from tenants.permissions import AreaPermission, permission_for
 from tenants.scoping import TenantScopedMixin
 
 from . import selectors, services
@@ -177,31 +175,12 @@ class FineTuningJobCheckpointListApi(OpenAIApiView):
 # --- Models ---------------------------------------------------------------------------------------
 
 
-class AreaOrAlsoAcceptedPermission(AreaPermission):
-    """AreaPermission, also satisfied by the view's `also_accepted_areas`; a denial names the
-    required area's permission and the others that would do."""
-
-    def has_permission(self, request, view) -> bool:
-        access = getattr(request, "tenant_access", None)
-        if access is None:
-            return False  # not authenticated: DRF answers 401
-        also = [permission_for(area=area, method=request.method) for area in view.also_accepted_areas]
-        if any(permission in access.permissions for permission in also):
-            return True
-        needed = permission_for(area=view.required_area, method=request.method)
-        if needed not in access.permissions:
-            raise PermissionDenied(f"Missing permission {needed} (or {' or '.join(also)}).",
-                                   details={"required": needed, "also_accepted": also})
-        return super().has_permission(request, view)
-
-
 class _ModelsApi(OpenAIApiView):
     """The models a tenant may call: a key that generates lists them, and so does one that
     fine-tunes (its jobs' models appear here)."""
 
     required_area = "generation"
     also_accepted_areas = ("training",)
-    permission_classes = [IsAuthenticated, AreaOrAlsoAcceptedPermission]
 
 
 class ModelListApi(_ModelsApi):

@@ -187,7 +187,8 @@ def _template_apply(template: PromptTemplate, values: dict[str, Any]) -> None:
         raise _invalid(exc) from None
 
 
-def template_create(*, tenant_id: UUID | str, by: Any, name: Any, **values: Any) -> PromptTemplate:
+def template_create(*, tenant_id: UUID | str, by: Any, name: Any, values: dict[str, Any]) -> PromptTemplate:
+    """A new template from `values` (TEMPLATE_FIELDS; any other key is refused by name)."""
     name = _name_checked(name)
     unknown = sorted(set(values) - set(TEMPLATE_FIELDS))
     if unknown:
