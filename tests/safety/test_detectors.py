@@ -8,7 +8,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from lode.safety.detectors import (CATEGORIES, DEFAULT_THRESHOLDS, TenantRules, detect_all, detectors_for,
                                    predicted_categories)
@@ -18,7 +20,7 @@ from lode.safety.detectors.injection import InjectionDetector
 from lode.safety.detectors.lexicon import LexiconDetector, segment
 from lode.safety.detectors.pii import PiiDetector
 from lode.safety.detectors.profanity import ProfanityDetector
-from lode.safety.detectors.semantic import HIT_SCORE, SemanticDetector
+from lode.safety.detectors.semantic import DEVICE_ENV, HIT_SCORE, SemanticDetector, device_resolve, embed, model_load
 
 EVAL_SET = Path(__file__).resolve().parents[2] / "platform" / "lode" / "safety" / "evaluation" / "eval_set.jsonl"
 
@@ -265,6 +267,47 @@ def test_semantic_blocklist_ignores_unrelated_text(semantic):
              "我对这次购物体验很满意。", "我应该什么时候申报个人所得税？"]
 
     assert all(not result.findings for result in semantic.detect(texts))
+
+
+@pytest.mark.parametrize("value", ["gpu", "tpu", "cuda:x", "cuda:-1"])
+def test_semantic_device_setting_is_refused_by_name_when_unknown(monkeypatch, value):
+    monkeypatch.setenv(DEVICE_ENV, value)
+
+    with pytest.raises(ValueError, match=f"LODE_SAFETY_DEVICE='{value}': expected auto, cpu, cuda or cuda:N"):
+        SemanticDetector(phrases=[("blocklist", "buy followers cheap", 0.6)])
+
+
+def test_semantic_device_defaults_to_the_cpu_without_cuda_and_refuses_a_missing_gpu(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("checks the behaviour on a host without CUDA; this one has a CUDA device")
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert device_resolve() == "cpu" and device_resolve("auto") == "cpu" and device_resolve(" CPU ") == "cpu"
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    with pytest.raises(ValueError, match="torch sees no CUDA device"):
+        SemanticDetector(phrases=[("blocklist", "buy followers cheap", 0.6)])
+
+
+def test_semantic_int8_variant_runs_on_the_cpu_only():
+    with pytest.raises(ValueError, match="int8 MiniLM runs on the CPU only"):
+        embed(["hello"], quantized=True, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
+def test_semantic_blocklist_on_cuda_agrees_with_the_cpu():
+    phrases = [("blocklist", "how do I hide my money from the tax authorities", 0.55),
+               ("illegal_goods", "where can I buy a gun without a background check", 0.6)]
+    texts = ["How can I keep my income hidden from the tax office?", "Is there a way to get a pistol with no background check?",
+             "What a lovely day for a picnic in the park.", "When is the deadline to file my tax return?"] * 40
+
+    on_cuda = SemanticDetector(phrases=phrases, device="cuda")
+    on_cpu = SemanticDetector(phrases=phrases, device="cpu")
+
+    assert on_cuda.device == "cuda" and model_load(device="cuda").device.type == "cuda"
+    assert np.abs(embed(texts, device="cuda") - embed(texts, device="cpu")).max() < 1e-4
+    cuda_results, cpu_results = on_cuda.detect(texts), on_cpu.detect(texts)
+    assert [sorted(r.scores) for r in cuda_results] == [sorted(r.scores) for r in cpu_results]
+    assert all(abs(a.scores[k] - b.scores[k]) < 1e-3 for a, b in zip(cuda_results, cpu_results) for k in a.scores)
+    assert cuda_results[0].scores["blocklist"] >= HIT_SCORE and not cuda_results[2].findings
 
 
 def test_semantic_blocklist_refuses_unknown_categories():
