@@ -191,6 +191,63 @@ def test_a_number_inside_a_longer_number_is_not_an_extremist_code():
     assert "extremism" in _flagged(detector.detect(["White power! 1488 forever."])[0])
 
 
+@pytest.mark.parametrize("text, category, evidence", [
+    ("I'm going to strangle my neighbour when I see him.", "violence", "strangle my neighbour"),
+    ("Tell me how to run over someone and make it look like an accident.", "violence", "run over someone"),
+    ("I will burn down their house tonight.", "violence", "burn down their house"),
+    ("I keep thinking about drowning myself.", "self_harm", "drowning myself"),
+    ("Where can I score some blow downtown?", "illegal_goods", "score some blow"),
+    ("I need fake passports for three people.", "illegal_goods", "fake passports"),
+    ("Just send me your nudes already.", "sexual", "send me your nudes"),
+    ("我准备好了，今晚就掐死他。", "violence", "掐死他"),
+    ("我好累，真想一死了之。", "self_harm", "真想一死了之"),
+    ("今晚想找个小姐放松一下。", "sexual", "找个小姐"),
+    ("兄弟，哪里能买点冰毒？", "illegal_goods", "买点冰毒"),
+])
+def test_acts_find_a_harmful_verb_with_its_object(text, category, evidence):
+    result = LexiconDetector().detect([text])[0]
+
+    assert category in _flagged(result)
+    found = [f for f in result.findings if f.category == category and f.evidence == evidence]
+    assert found and text[found[0].start:found[0].end] == evidence
+
+
+@pytest.mark.parametrize("text", [
+    "Please shoot him an email when the build is green.",
+    "Kill the stuck worker and restart the queue.",
+    "I'd never hurt you, you know that.",
+    "We need to attack the backlog before the release.",
+    "The surgeon said the man who choked his brother was sentenced to five years.",
+    "今天热死人了，开空调吧。",
+    "周末我不想活动，只想在家睡觉。",
+    "我们找个小姐姐一起拍视频吧。",
+    "医生让我给他看看胸片。",
+    "想死你了，什么时候回来？",
+])
+def test_acts_leave_look_alikes_alone(text):
+    assert not _flagged(LexiconDetector().detect([text])[0])
+
+
+def test_acts_files_are_checked_when_loaded(tmp_path, monkeypatch):
+    from lode.safety.detectors import lexicon
+
+    (tmp_path / "en").mkdir()
+    monkeypatch.setattr(lexicon, "LEXICON_DIR", tmp_path)
+    (tmp_path / "en" / "acts.txt").write_text("@VERB ~ stab, run over\nviolence|0.6|{VERB} {TARGET}\n")
+    with pytest.raises(ValueError, match=r"acts.txt line 2: unknown list \{TARGET\}"):
+        lexicon.acts_load("en")
+    (tmp_path / "en" / "acts.txt").write_text("@VERB ~ stab, run over\nspam|0.6|{VERB} you\n")
+    with pytest.raises(ValueError, match="acts.txt line 2: unknown category 'spam'"):
+        lexicon.acts_load("en")
+    (tmp_path / "en" / "acts.txt").write_text("# a comment\n@VERB ~ stab, run over\nviolence|0.6|{VERB} you\n")
+    [(category, weight, pattern)] = lexicon.acts_load("en")
+    assert (category, weight) == ("violence", 0.6)
+    import re
+
+    assert all(re.fullmatch(pattern, text) for text in ("stabbing you", "stabs you", "running  over you"))
+    assert not re.fullmatch(pattern, "stabbed you")
+
+
 # --- profanity model ---------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lode.safety.detectors import CATEGORIES, DEFAULT_THRESHOLDS
-from lode.safety.evaluation import (KINDS, SPLITS, category_metrics, eval_rows, evaluate,
+from lode.safety.evaluation import (FLOOR_SPLITS, KINDS, SPLITS, category_metrics, eval_rows, evaluate,
                                     hard_negative_false_positive_rate)
 
 README = Path(__file__).resolve().parents[2] / "platform" / "lode" / "safety" / "detectors" / "README.md"
@@ -40,8 +40,10 @@ FLOORS = _readme_table()
 
 @pytest.fixture(scope="module")
 def evaluated():
+    """All rows and predictions, with the metrics over the floors' splits (dev and holdout)."""
     rows, predictions = evaluate()
-    return rows, predictions, category_metrics(rows, predictions, CATEGORIES)
+    floored = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] in FLOOR_SPLITS]
+    return rows, predictions, category_metrics([r for r, _ in floored], [p for _, p in floored], CATEGORIES)
 
 
 def test_the_set_is_well_formed():
@@ -89,6 +91,22 @@ def test_the_readme_reports_the_measured_figures(evaluated):
              if abs(FLOORS[category]["precision"] - metrics[category].precision) > README_TOLERANCE
              or abs(FLOORS[category]["recall"] - metrics[category].recall) > README_TOLERANCE}
     assert not stale, f"update detectors/README.md (README P, measured P, README R, measured R): {stale}"
+
+
+@pytest.mark.parametrize("split,column", [("holdout", "held-out"), ("holdout2", "held-out 2")])
+def test_the_readme_reports_the_held_out_figures(evaluated, split, column):
+    rows, predictions, _ = evaluated
+    held = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] == split]
+    metrics = category_metrics([r for r, _ in held], [p for _, p in held], CATEGORIES)
+
+    assert held
+    for category, readme in FLOORS.items():
+        m = metrics[category]
+        if m.true_positives + m.false_positives + m.false_negatives == 0:
+            assert f"{column} recall" not in readme, f"{category}: the README reports {column} figures it has no rows for"
+            continue
+        assert abs(readme[f"{column} precision"] - m.precision) <= README_TOLERANCE, (category, column, m.precision)
+        assert abs(readme[f"{column} recall"] - m.recall) <= README_TOLERANCE, (category, column, m.recall)
 
 
 def test_hard_negatives_are_rarely_flagged(evaluated):

@@ -1,8 +1,11 @@
 """Lode's labeled safety evaluation set and the measurement the detectors are held to.
 
 `eval_set.jsonl`: one text a line, `{"text", "lang": "en"|"zh", "labels": [categories] (empty =
-benign), "kind", "split": "dev"|"holdout"}`. The dev split was written alongside the detectors'
-rules; the holdout split was written after they were frozen and never used to tune them.
+benign), "kind", "split": "dev"|"holdout"|"holdout2"}`. The dev split was written alongside the
+detectors' rules; the holdout split was written after they were frozen and never used to tune them
+(some of its misses, named in detectors/README.md, were known when the acts were written); the
+holdout2 split (violence, self-harm, sexual and illegal-goods texts and look-alike hard negatives)
+was written after the acts (lexicons/*/acts.txt) were frozen, and measured once.
 `tenant_rules.json`: the evaluation tenant's terms, patterns and example phrases (the rows labeled
 `blocklist`). A category counts as predicted for a text when its score reaches its threshold
 (`DEFAULT_THRESHOLDS` unless given).
@@ -17,7 +20,10 @@ from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
 KINDS = ("toxic", "harmful", "pii", "injection", "blocklist", "benign", "hard_negative")
-SPLITS = ("dev", "holdout")
+SPLITS = ("dev", "holdout", "holdout2")
+# The README's floors and its "precision"/"recall" columns are over these splits (the 671 texts the
+# floors were set on); holdout2 is reported on its own.
+FLOOR_SPLITS = ("dev", "holdout")
 
 
 def eval_rows() -> list[dict]:
@@ -86,18 +92,26 @@ def main() -> None:
 
     rows, predictions = evaluate()
     categories = sorted({label for row in rows for label in row["labels"]})
-    overall = category_metrics(rows, predictions, categories)
-    held = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] == "holdout"]
-    holdout = category_metrics([r for r, _ in held], [p for _, p in held], categories)
-    print("| category | threshold | precision | recall | held-out precision | held-out recall |")
+    floored = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] in FLOOR_SPLITS]
+    overall = category_metrics([r for r, _ in floored], [p for _, p in floored], categories)
+    splits = {}
+    for split in SPLITS[1:]:
+        held = [(row, predicted) for row, predicted in zip(rows, predictions) if row["split"] == split]
+        splits[split] = (held, category_metrics([r for r, _ in held], [p for _, p in held], categories))
+    print("| category | threshold | precision | recall | held-out precision | held-out recall "
+          "| held-out 2 precision | held-out 2 recall |")
     for category in categories:
-        m, h = overall[category], holdout[category]
-        seen = h.true_positives + h.false_positives + h.false_negatives
-        held_out = f"{h.precision:.2f} | {h.recall:.2f}" if seen else "- | -"
-        print(f"| {category} | {DEFAULT_THRESHOLDS[category]} | {m.precision:.2f} | {m.recall:.2f} | {held_out} "
-              f"|  ({m.true_positives}/{m.false_positives}/{m.false_negatives} tp/fp/fn)")
-    print(f"hard negatives flagged: {hard_negative_false_positive_rate(rows, predictions):.3f} overall, "
-          f"{hard_negative_false_positive_rate([r for r, _ in held], [p for _, p in held]):.3f} held-out")
+        m = overall[category]
+        cells = []
+        for _, metrics in splits.values():
+            h = metrics[category]
+            seen = h.true_positives + h.false_positives + h.false_negatives
+            cells.append(f"{h.precision:.2f} | {h.recall:.2f}" if seen else "- | -")
+        print(f"| {category} | {DEFAULT_THRESHOLDS[category]} | {m.precision:.2f} | {m.recall:.2f} | "
+              + " | ".join(cells) + f" |  ({m.true_positives}/{m.false_positives}/{m.false_negatives} tp/fp/fn)")
+    print(f"hard negatives flagged: {hard_negative_false_positive_rate(rows, predictions):.3f} overall (all splits), "
+          + ", ".join(f"{hard_negative_false_positive_rate([r for r, _ in held], [p for _, p in held]):.3f} {split}"
+                      for split, (held, _) in splits.items()))
 
 
 if __name__ == "__main__":
