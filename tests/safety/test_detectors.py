@@ -248,6 +248,22 @@ def test_acts_files_are_checked_when_loaded(tmp_path, monkeypatch):
     assert not re.fullmatch(pattern, "stabbed you")
 
 
+@pytest.mark.parametrize("pattern, literals", [
+    ("{VERB} you", ["run", "running", "stab", "stabbing"]),
+    ("(?:send|show) me", ["send", "show"]),
+    ("wish(?:ed)? i", ["wish"]),
+    ("colou?r me", ["colo"]),
+    ("(?:a )?bomb", None),
+    ("{VERB}? you", None),
+    ("kill you|stab you", None),
+])
+def test_act_prefilter_literals_start_every_match(pattern, literals):
+    from lode.safety.detectors.lexicon import _leading_literals
+
+    found = _leading_literals(pattern, {"VERB": ["stab", "stabbing", "run over", "running over"]})
+    assert (sorted(set(found)) if found is not None else None) == literals
+
+
 # --- profanity model ---------------------------------------------------------------------------------------
 
 

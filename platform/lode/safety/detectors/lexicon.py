@@ -143,7 +143,12 @@ def _present_forms(verb: str) -> list[str]:
 def _leading_literals(pattern: str, lists: dict[str, list[str]]) -> list[str] | None:
     """Literal prefixes one of which every match of the (unexpanded) pattern starts with, for the
     prefilter; None when the pattern's start is not simple enough to tell (that act always runs)."""
-    found = re.match(r"\{(\w+)\}", pattern)
+    depth = 0
+    for char in pattern:  # an alternation at the top level: any branch may start the match
+        depth += (char == "(") - (char == ")")
+        if char == "|" and depth == 0:
+            return None
+    found = re.match(r"\{(\w+)\}(?![?*])", pattern)
     if found:
         alternatives = [part for item in lists.get(found.group(1), []) for part in item.split("|")]
     elif pattern.startswith("(?:"):
@@ -155,7 +160,7 @@ def _leading_literals(pattern: str, lists: dict[str, list[str]]) -> list[str] | 
                 end = index
                 break
         inside = pattern[3:end]
-        if end < 0 or "(" in inside:
+        if end < 0 or "(" in inside or pattern[end + 1:end + 2] in ("?", "*", "{"):
             return None
         if re.fullmatch(r"\{\w+\}", inside):
             return _leading_literals(inside, lists)
@@ -168,6 +173,10 @@ def _leading_literals(pattern: str, lists: dict[str, list[str]]) -> list[str] | 
         if not literal:
             return None
         word = literal.group().lower()
+        if alternative[literal.end():literal.end() + 1] in ("?", "*", "{"):  # its last letter is optional
+            word = word[:-1]
+            if not word:
+                return None
         # a final e or y changes in the -ing and -ies forms ("strangle" -> "strangling")
         out.append(word[:-1] if len(word) > 3 and word[-1] in "ey" and word.isascii() else word)
     return out
