@@ -350,9 +350,8 @@ def test_semantic_device_setting_is_refused_by_name_when_unknown(monkeypatch, va
         SemanticDetector(phrases=[("blocklist", "buy followers cheap", 0.6)])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a host without CUDA; this one has a CUDA device")
 def test_semantic_device_defaults_to_the_cpu_without_cuda_and_refuses_a_missing_gpu(monkeypatch):
-    if torch.cuda.is_available():
-        pytest.skip("checks the behaviour on a host without CUDA; this one has a CUDA device")
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert device_resolve() == "cpu" and device_resolve("auto") == "cpu" and device_resolve(" CPU ") == "cpu"
     monkeypatch.setenv(DEVICE_ENV, "cuda")
