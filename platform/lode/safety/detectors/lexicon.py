@@ -118,8 +118,7 @@ def lexicon_load(language: str, category: str) -> list[tuple[str, float, str]]:
 
 @dataclass(frozen=True)
 class Act:
-    category: str
-    weight: float
+    term: Term
     pattern: re.Pattern
 
 
@@ -253,7 +252,7 @@ def _acts(language: str) -> Acts:
     bound = (r"(?<![\w'])(?:", r")(?![\w'])") if language == "en" else ("(?:", ")")
     acts, literals, always = [], {}, set()
     for index, (category, weight, pattern, leading) in enumerate(_acts_read(language)):
-        acts.append(Act(category, weight, re.compile(bound[0] + pattern + bound[1], flags)))
+        acts.append(Act(Term(category, weight), re.compile(bound[0] + pattern + bound[1], flags)))
         if leading is None:
             always.add(index)
         for literal in leading or ():
@@ -331,7 +330,10 @@ def segment(text: str) -> list[tuple[str, int, int]]:
 # --- the detector ------------------------------------------------------------------------------------
 
 
-def _clip(value: float) -> float:
+def _score(weight: float, cue: bool, descriptive: bool) -> float:
+    """A hit's score: the term's weight, + INTENT_BONUS with a cue, - DESCRIPTIVE_PENALTY in
+    descriptive text, clipped to [0, 1]."""
+    value = weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive
     return 0.0 if value < 0 else 1.0 if value > 1 else round(value, 4)
 
 
@@ -390,7 +392,7 @@ class LexiconDetector(Detector):
                     continue
                 hits += [(entry, match) for entry in self.en.get(self._en_key(match.group()), ())]
         for act in _acts("en").candidates(text):
-            hits += [(Term(act.category, act.weight), match) for match in act.pattern.finditer(text)]
+            hits += [(act.term, match) for match in act.pattern.finditer(text)]
         if hits:
             intent = _EN_INTENT.search(text) is not None
             descriptive = _EN_DESCRIPTIVE.search(text) is not None
@@ -398,41 +400,37 @@ class LexiconDetector(Detector):
             first_person = _EN_FIRST_PERSON.search(text) is not None
             for entry, match in hits:
                 cue = intent or (first_person and entry.category == "self_harm")
-                score = _clip(entry.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
+                score = _score(entry.weight, cue, descriptive)
                 if score > 0:
                     addressed = threat_at_you or _EN_YOU.search(match.group()) is not None
                     self._hit(result, entry, score, match.group(), match.start(), match.end(), addressed)
-        if self._zh_candidates is not None and self._zh_candidates.search(text):
-            self._zh(text, result)
         if has_cjk(text):
+            terms = self._zh_candidates is not None and self._zh_candidates.search(text) is not None
             acts = _acts("zh").candidates(text)
-            if acts:
-                self._zh_acts(text, acts, result)
+            if terms or acts:
+                self._zh(text, result, terms, acts)
         return result
 
-    def _zh_acts(self, text: str, acts: list[Act], result: TextScores) -> None:
+    def _zh(self, text: str, result: TextScores, terms: bool, acts: list[Act]) -> None:
         intent = _ZH_INTENT.search(text) is not None
         descriptive = _ZH_DESCRIPTIVE.search(text) is not None
         breaks = [0] + [m.end() for m in _ZH_CLAUSE_BREAK.finditer(text)] + [len(text)]
+        if terms:
+            self._zh_terms(text, result, intent, descriptive, breaks)
         for act in acts:
             for match in act.pattern.finditer(text):
                 index = self._clause_index(breaks, match.start())
                 clause = text[breaks[index]:breaks[index + 1]]
-                first_person = _ZH_FIRST_PERSON.search(clause) is not None
-                cue = intent or (first_person and act.category == "self_harm")
-                score = _clip(act.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
+                cue = intent or (act.term.category == "self_harm" and _ZH_FIRST_PERSON.search(clause) is not None)
+                score = _score(act.term.weight, cue, descriptive)
                 if score > 0:
                     addressed = _ZH_THREAT_AT_YOU.search(clause) is not None or "你" in match.group()
-                    self._hit(result, Term(act.category, act.weight), score, match.group(), match.start(),
-                              match.end(), addressed)
+                    self._hit(result, act.term, score, match.group(), match.start(), match.end(), addressed)
 
-    def _zh(self, text: str, result: TextScores) -> None:
-        intent = _ZH_INTENT.search(text) is not None
-        descriptive = _ZH_DESCRIPTIVE.search(text) is not None
+    def _zh_terms(self, text: str, result: TextScores, intent: bool, descriptive: bool, breaks: list[int]) -> None:
         seen: set[tuple[int, int]] = set()
         # Segment only a window of SEGMENT_CONTEXT characters either side of each candidate, inside
         # its clause (jieba's choice around a term depends on its neighbours, not on far-off text).
-        breaks = [0] + [m.end() for m in _ZH_CLAUSE_BREAK.finditer(text)] + [len(text)]
         windows: list[list[int]] = []  # [start, end, clause start, clause end]
         for candidate in self._zh_candidates.finditer(text):
             index = self._clause_index(breaks, candidate.start())
@@ -463,7 +461,7 @@ class LexiconDetector(Detector):
                     for entry in entries:
                         cue = (abuse_intent if entry.category == "abuse" else
                                intent or first_person if entry.category == "self_harm" else intent)
-                        score = _clip(entry.weight + INTENT_BONUS * cue - DESCRIPTIVE_PENALTY * descriptive)
+                        score = _score(entry.weight, cue, descriptive)
                         if score > 0:
                             addressed = threat_at_you or "你" in joined
                             self._hit(result, entry, score, joined, span[0], span[1], addressed)
